@@ -1,0 +1,132 @@
+"""Training-step throughput of this library against the seed package, side by side in one run.
+
+    $ pip install --no-deps gon-pytorch==0.1.1     # the seed, for this benchmark only
+    $ python benchmarks/step.py                     # seed default config; last line: ratio: <ours/seed>
+    $ python benchmarks/step.py --config digits --mode eager --steps 20
+    $ /usr/bin/time -v python benchmarks/step.py --impl ours    # peak memory of one side
+
+Both sides start from the same weights (the seed's, copied into ours) and see the same batches,
+so the printed first losses must agree; images/s is timed after warm-up steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+CONFIGS = {  # the seed's default: SIREN, Gaussian features, latent 128, hidden 128, 5 layers, 32x32
+    "seed": dict(size=32, channels=1, latent=128, hidden=128, layers=5, batch=128, modulation=False),
+    "digits": dict(size=8, channels=1, latent=32, hidden=64, layers=4, batch=64, modulation=False),
+    "modulated": dict(size=32, channels=1, latent=128, hidden=128, layers=5, batch=128,
+                      modulation=True),
+}
+
+
+def build_seed(c: dict):
+    import gon_pytorch as gp
+
+    dec = gp.ImplicitDecoder(c["latent"], c["channels"], c["hidden"], c["layers"],
+                             gp.SirenBlockFactory(), gp.GaussianFourierFeatureTransform(2, 32, 1.0),
+                             modulation=c["modulation"])
+    return gp.GON(dec)
+
+
+def build_ours(c: dict, seed_model=None):
+    import gon
+
+    dec = gon.ImplicitDecoder(c["latent"], c["channels"], c["hidden"], c["layers"],
+                              gon.SirenBlockFactory(), gon.GaussianFourierFeatureTransform(2, 32, 1.0),
+                              modulation=c["modulation"])
+    model = gon.GON(dec, loss="bce", latent_reduction="sum")
+    if seed_model is not None:
+        copy_seed_weights(seed_model, model)
+    return model
+
+
+def copy_seed_weights(seed_model, model) -> None:
+    """Map gon_pytorch's parameter names onto ours (same shapes, same column order)."""
+    src = seed_model.state_dict()
+    dst = {}
+    for k, v in src.items():
+        k = k.replace("decoder.net.blocks.", "decoder.blocks.").replace(".0.linear.", ".linear.")
+        k = k.replace("mod_network.blocks.", "mod_network.layers.").replace(".0.weight", ".weight")
+        dst[k.replace(".0.bias", ".bias")] = v
+    model.load_state_dict(dst)
+
+
+def seed_step(model, opt, coords, x):
+    latent, loss_inner = model.infer_latents(coords, x)
+    loss = model.loss_outer(model(coords, latent), x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def make_ours_step(model, opt, coords, mode):
+    from gon import TrainStep
+
+    step = TrainStep(model, coords, compile=mode == "compile")
+
+    def run(x):
+        losses = step(x)
+        opt.step()
+        return losses["loss_outer"]
+
+    return run
+
+
+def bench(run, batches, warmup: int) -> tuple[float, list[float]]:
+    losses = [run(b) for b in batches[:warmup]]
+    t0 = time.perf_counter()
+    losses += [run(b) for b in batches[warmup:]]
+    dt = time.perf_counter() - t0
+    n = sum(b.shape[0] for b in batches[warmup:])
+    return n / dt, [float(v) for v in losses]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="seed")
+    ap.add_argument("--impl", choices=["both", "ours", "seed"], default="both")
+    ap.add_argument("--mode", choices=["compile", "eager"], default="compile")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    c = CONFIGS[args.config]
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.rand(c["batch"], c["size"], c["size"], c["channels"], generator=g).to(dev)
+               for _ in range(args.warmup + args.steps)]
+    from gon import make_grid
+
+    coords = make_grid(c["size"], c["size"], device=dev)
+    print(f"config={args.config} {c} device={dev} threads={torch.get_num_threads()}")
+    results = {}
+    seed_model = None
+    if args.impl in ("both", "seed"):
+        seed_model = build_seed(c).to(dev)
+    if args.impl in ("both", "ours"):
+        ours = build_ours(c, seed_model).to(dev)
+        opt = torch.optim.Adam(ours.parameters(), lr=1e-4)
+        results["ours"] = bench(make_ours_step(ours, opt, coords, args.mode), batches, args.warmup)
+    if seed_model is not None:
+        opt = torch.optim.Adam(seed_model.parameters(), lr=1e-4)
+        seed_coords = coords.expand(c["batch"], -1, -1, -1)  # the seed needs one grid per image
+        results["seed"] = bench(lambda x: seed_step(seed_model, opt, seed_coords, x), batches,
+                                args.warmup)
+    for name, (ips, losses) in results.items():
+        print(f"{name}: {ips:8.1f} images/s   losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} "
+              f"{losses[-1]:.6f}")
+    if dev.type == "cuda":
+        print(f"cuda peak memory: {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
+    if len(results) == 2:
+        print(f"ratio: {results['ours'][0] / results['seed'][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""gon: Gradient Origin Networks in PyTorch (API-compatible with gon-pytorch).
+
+    >>> from gon import GON, ImplicitDecoder, SirenBlockFactory, NeRFPositionalEncoding
+"""
+
+from gon.blocks import (
+    BaseBlockFactory,
+    LinearBlock,
+    LinearBlockFactory,
+    Sine,
+    SirenBlockFactory,
+    SirenLinear,
+    Swish,
+)
+from gon.coords import get_xy_grid, make_grid
+from gon.decoder import ImplicitDecoder, Modulator
+from gon.encoding import (
+    CoordinateEncoding,
+    GaussianFourierFeatureTransform,
+    IdentityPositionalEncoding,
+    NeRFPositionalEncoding,
+)
+from gon.model import GON
+from gon.sampling import fit_gaussian, slerp
+from gon.step import TrainStep, gon_step
+
+__all__ = [
+    "BaseBlockFactory", "CoordinateEncoding", "GON", "GaussianFourierFeatureTransform",
+    "IdentityPositionalEncoding", "ImplicitDecoder", "LinearBlock", "LinearBlockFactory",
+    "Modulator", "NeRFPositionalEncoding", "Sine", "SirenBlockFactory", "SirenLinear", "Swish",
+    "TrainStep", "fit_gaussian", "get_xy_grid", "gon_step", "make_grid", "slerp",
+]

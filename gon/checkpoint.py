@@ -1,0 +1,103 @@
+"""Atomic checkpoints as plain dicts, plus the RNG state needed for bit-exact resume.
+
+Usage:
+    save_checkpoint(run_dir / "checkpoint.pt", {"model": model.state_dict(), "rng": rng_state()})
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")  # None if absent
+    set_rng_state(ckpt["rng"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be read."""
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    # write to a temporary file in the same folder, then rename: a crash never leaves half a file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save `state` (tensors, numbers, strings, lists, dicts only) atomically."""
+    _atomic_write(Path(path), lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """Load a checkpoint saved by `save_checkpoint` on the CPU; None if there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to start over,"
+            " or pick another hydra.run.dir"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not a gon checkpoint (no 'step' entry)")
+    return state
+
+
+def save_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented JSON atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and python RNG states, as weights_only-safe values."""
+    np_state = np.random.get_state(legacy=False)
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": [py_version, list(py_state), py_gauss],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states returned by `rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

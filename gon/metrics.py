@@ -1,0 +1,103 @@
+"""Validation metrics (torchmetrics) and image grids for a trained GON.
+
+Usage:
+    metrics, grids = evaluate(model, coords, val_images, fit_images, rows=8)
+    save_png(grids["recon"], run_dir / "recon.png")
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+from torchvision.utils import make_grid
+
+from gon import fit_gaussian
+
+# metric name -> True if higher is better; the objectives that `optimized_metric` may name
+HIGHER_IS_BETTER = {"val/mse": False, "val/psnr": True, "val/ssim": True, "val/bce": False}
+SAMPLE_SEED = 1234  # fixed noise, so sample grids of successive evaluations are comparable
+
+
+def is_better(metric: str, new: float, old: float | None) -> bool:
+    """Whether `new` improves on `old` (None: nothing yet) for `metric`."""
+    if old is None or not math.isfinite(old):
+        return math.isfinite(new)
+    return new > old if HIGHER_IS_BETTER[metric] else new < old
+
+
+@torch.no_grad()
+def image_metrics(recon: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """MSE, PSNR and SSIM (per image, averaged) and BCE of images (N, H, W, C) in [0, 1]."""
+    x, y = recon.permute(0, 3, 1, 2).float(), target.permute(0, 3, 1, 2).float()
+    side = min(x.shape[-2:])
+    kernel = min(11, side if side % 2 else side - 1)  # SSIM's window must fit the image
+    eps = 1e-6
+    return {
+        "val/mse": F.mse_loss(x, y).item(),
+        "val/psnr": peak_signal_noise_ratio(x, y, data_range=1.0, dim=(1, 2, 3)).item(),
+        "val/ssim": structural_similarity_index_measure(
+            x, y, data_range=1.0, kernel_size=kernel
+        ).item(),
+        "val/bce": F.binary_cross_entropy(x.clamp(eps, 1 - eps), y).item(),
+    }
+
+
+def image_grid(images: torch.Tensor, rows: int, min_px: int = 32) -> np.ndarray:
+    """Tile images (N, H, W, C) in [0, 1] into a uint8 array (H', W', C), upscaled to >= min_px."""
+    x = images.detach().float().clamp(0, 1).permute(0, 3, 1, 2).cpu()
+    scale = max(1, math.ceil(min_px / min(x.shape[-2:])))
+    x = F.interpolate(x, scale_factor=scale, mode="nearest")
+    grid = make_grid(x, nrow=rows, padding=2, pad_value=0.5)  # (3, H', W') for 1 or 3 channels
+    return (grid.permute(1, 2, 0).mul(255).round().to(torch.uint8)).numpy()
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    """Write a uint8 (H, W, C) array as a PNG."""
+    Image.fromarray(array).save(path)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    coords: torch.Tensor,
+    val_images: torch.Tensor,
+    fit_images: torch.Tensor,
+    rows: int = 8,
+    batch_size: int = 256,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Score reconstructions of held-out images; grid them and samples from a Gaussian fit.
+
+    Returns (metrics, {"recon": originals and reconstructions in alternate rows, "samples": ...}).
+    Does not touch the global RNG, so evaluating does not change the training that follows.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        size = tuple(val_images.shape[1:3])
+        z = model.encode(coords, val_images, batch_size=batch_size)
+        recon = torch.cat([model.render(zb, size) for zb in z.split(batch_size)])
+        metrics = image_metrics(recon, val_images)
+
+        cols = min(rows, len(val_images))
+        n = min(max(1, rows // 2) * cols, len(val_images)) // cols * cols
+        pairs = torch.stack([val_images[:n], recon[:n]])  # (2, n, H, W, C)
+        pairs = pairs.unflatten(1, (-1, cols)).transpose(0, 1).flatten(0, 2)  # alternate rows
+        gauss = fit_gaussian(model.encode(coords, fit_images, batch_size=batch_size))
+        cuda = [torch.cuda.current_device()] if z.is_cuda else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(SAMPLE_SEED)
+            z_samples = gauss.sample((rows * rows,)).to(z.dtype)
+        samples = model.render(z_samples, size)
+        grids = {"recon": image_grid(pairs, cols), "samples": image_grid(samples, rows)}
+    finally:
+        model.train(was_training)
+    return metrics, grids

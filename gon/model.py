@@ -1,0 +1,139 @@
+"""Gradient Origin Networks (Bond-Taylor & Willcocks, ICLR 2021).
+
+A sample's latent is the negative gradient of the inner loss at the origin (paper eq. 3):
+    z = z0 - grad_z L_inner(f(c, z), x) |_{z = z0},   z0 = 0 (or a learned origin)
+and the outer loss L(f(c, z), x) is backpropagated through that gradient (second order).
+
+    >>> gon = GON(decoder)
+    >>> z, loss_inner = gon.infer_latents(coords, images)   # coords (1, H, W, 2), images (B, H, W, C)
+    >>> recon = gon(coords, z)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gon.coords import make_grid
+from gon.decoder import ImplicitDecoder
+
+LOSSES = ("bce", "mse")
+REDUCTIONS = ("sum", "mean")
+
+
+class GON(nn.Module):
+    """Wraps an :class:`ImplicitDecoder` with the gradient-origin encoder."""
+
+    def __init__(
+        self,
+        decoder: ImplicitDecoder,
+        latent_updates: int = 1,
+        learn_origin: bool = False,
+        loss: str = "bce",
+        latent_reduction: str = "sum",
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"GON: unknown loss={loss!r}; choose one of {LOSSES}")
+        if latent_reduction not in REDUCTIONS:
+            raise ValueError(
+                f"GON: unknown latent_reduction={latent_reduction!r}; choose one of {REDUCTIONS}"
+            )
+        if latent_updates < 1:
+            raise ValueError(f"GON: latent_updates must be >= 1, got {latent_updates}")
+        self.decoder = decoder
+        self.latent_updates = int(latent_updates)
+        self.loss_name = loss
+        self.latent_reduction = latent_reduction
+        origin = torch.zeros(1, decoder.latent_dim)
+        if learn_origin:
+            self.init_latent = nn.Parameter(origin)
+        else:
+            self.register_buffer("init_latent", origin)
+
+    # -- losses --------------------------------------------------------------------------------
+    @property
+    def sigmoid_logits(self) -> bool:
+        """BCE is computed from logits (stable) when the decoder ends in a sigmoid."""
+        act = self.decoder.final_activation
+        return act is torch.sigmoid or act is F.sigmoid or isinstance(act, nn.Sigmoid)
+
+    def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss of each sample, a mean over its pixels and channels: (B, *S, C) -> (B,)."""
+        if self.loss_name == "bce" and self.sigmoid_logits:
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        elif self.loss_name == "bce":
+            loss = F.binary_cross_entropy(self.decoder.activate(logits), target, reduction="none")
+        else:
+            loss = (self.decoder.activate(logits) - target).square()
+        return loss.flatten(1).mean(1)
+
+    def inner_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Summed over the batch ("sum": a latent ignores the rest of its batch) or averaged."""
+        per_sample = self.per_sample_loss(logits, target)
+        return per_sample.sum() if self.latent_reduction == "sum" else per_sample.mean()
+
+    def outer_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean over batch, pixels and channels."""
+        return self.per_sample_loss(logits, target).mean()
+
+    # -- the gradient origin -------------------------------------------------------------------
+    def get_init_latent(self, n: int) -> torch.Tensor:
+        return self.init_latent.expand(n, -1)
+
+    def check_shapes(self, coords: torch.Tensor, target: torch.Tensor) -> None:
+        dec = self.decoder
+        spatial = coords.shape[1:-1]
+        ok = (
+            coords.dim() >= 3
+            and coords.shape[-1] == dec.pos_encoder.in_dim
+            and target.dim() == coords.dim()
+            and coords.shape[0] in (1, target.shape[0])
+            and target.shape[1:-1] == spatial
+            and target.shape[-1] == dec.out_dim
+        )
+        if not ok:
+            raise ValueError(
+                "GON: coords (1 or B, *spatial, in_dim) and target (B, *spatial, out_dim) do not "
+                f"fit: coords {tuple(coords.shape)}, target {tuple(target.shape)}, "
+                f"in_dim={dec.pos_encoder.in_dim}, out_dim={dec.out_dim}"
+            )
+
+    def infer_latents(
+        self, coords: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z after ``latent_updates`` gradient steps from the origin, and the last inner loss."""
+        self.check_shapes(coords, target)
+        z = self.get_init_latent(target.shape[0])
+        if not z.requires_grad:
+            z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            for _ in range(self.latent_updates):
+                loss_inner = self.inner_loss(self.decoder.logits(coords, z), target)
+                # eq. 3; create_graph so the outer loss reaches the weights through grad_z
+                (grad,) = torch.autograd.grad(loss_inner, z, create_graph=True)
+                z = z - grad
+        return z, loss_inner
+
+    def forward(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(coords, latent)
+
+    # -- inference helpers ---------------------------------------------------------------------
+    def encode(
+        self, coords: torch.Tensor, target: torch.Tensor, batch_size: int = 256
+    ) -> torch.Tensor:
+        """Latents of ``target`` without a graph; usable under ``torch.no_grad()``."""
+        out = []
+        for chunk in target.split(batch_size):
+            with torch.enable_grad():
+                z, _ = self.infer_latents(coords, chunk)
+            out.append(z.detach())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def render(self, latent: torch.Tensor, size: tuple[int, ...] | int) -> torch.Tensor:
+        """Images (B, *size, C) at any resolution from latents (B, d)."""
+        size = (size,) * self.decoder.pos_encoder.in_dim if isinstance(size, int) else size
+        coords = make_grid(*size, device=latent.device, dtype=latent.dtype)
+        return self.decoder(coords, latent)

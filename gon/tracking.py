@@ -1,0 +1,109 @@
+"""W&B tracking for a training job: imported lazily, offline unless WANDB_MODE says otherwise,
+always finished (with exit code 1 if the job failed). `logger=none` makes every call a no-op.
+
+Usage:
+    with tracking(cfg, run_id=None) as tracker:
+        tracker.log({"train/loss_outer": 0.1}, step=10)
+        tracker.log_images({"recon": uint8_array}, step=10)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+VARIANT_AXES = ("dataset", "block", "encoding", "loss", "latent_reduction")
+
+
+def variant_tags(cfg: DictConfig) -> list[str]:
+    """One tag per variant axis, e.g. ["dataset=digits", "block=siren", ...]."""
+    return [f"{axis}={cfg[axis].name}" for axis in VARIANT_AXES]
+
+
+def _hydra_job() -> tuple[str | None, str | None]:
+    """(override dirname, sweep dir name if this job is part of a multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    return hc.job.override_dirname or None, sweep
+
+
+class Tracker:
+    """A thin wrapper around a wandb run, or nothing."""
+
+    def __init__(self, run: Any = None) -> None:
+        self.run = run
+
+    @property
+    def id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def log_images(self, grids: dict[str, np.ndarray], step: int) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({k: wandb.Image(v) for k, v in grids.items()}, step=step)
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.summary.update(metrics)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
+
+
+def start_run(cfg: DictConfig, run_id: str | None = None) -> Tracker:
+    """Start the job's wandb run (resuming `run_id` if given) or return a no-op Tracker."""
+    wcfg = cfg.logger.get("wandb") if cfg.get("logger") else None
+    if wcfg is None:
+        return Tracker()
+    # Only WANDB_MODE in the environment stops wandb's start-up network probe (stack.md, 4);
+    # an explicit mode= beats the variable, so both carry the resolved value.
+    os.environ.setdefault("WANDB_MODE", wcfg.mode)
+    import wandb
+
+    override_dirname, sweep = _hydra_job()
+    out_dir = Path(wcfg.dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=wcfg.project,
+        mode=wcfg.mode,
+        dir=str(out_dir),
+        group=wcfg.group or sweep,
+        job_type=wcfg.job_type,
+        name=wcfg.name or override_dirname,
+        tags=variant_tags(cfg) + list(wcfg.tags),
+        config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True),
+        id=run_id,
+        resume="allow" if run_id else None,
+        reinit="finish_previous",
+    )
+    return Tracker(run)
+
+
+@contextmanager
+def tracking(cfg: DictConfig, run_id: str | None = None) -> Iterator[Tracker]:
+    """`start_run` as a context: the run is finished however the block ends."""
+    tracker = start_run(cfg, run_id)
+    try:
+        yield tracker
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()

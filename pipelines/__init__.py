@@ -1,0 +1,1 @@
+"""Pipeline stage entry points (run with `python -m pipelines.<stage>`; called by dvc.yaml)."""

@@ -1,14 +1,17 @@
-"""From a composed config to checked values, a device and a GON model.
+"""From a composed config to checked values, a device, the images and a GON model.
 
 Usage:
     validate_config(cfg)  # raises ConfigError listing every bad value
-    model = build_model(cfg, channels=1).to(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    train_images, test_images = load_images(cfg, device)  # prepares the dataset on first use
+    model = build_model(cfg, channels=train_images.shape[-1]).to(device)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +26,7 @@ from gon import (
     NeRFPositionalEncoding,
     SirenBlockFactory,
 )
+from gon.data import load_dataset, prepare
 from gon.metrics import HIGHER_IS_BETTER
 
 
@@ -116,6 +120,18 @@ def resolve_device(name: str, job_num: int | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here (use device=auto)")
     return device
+
+
+def load_images(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) images (N, H, W, C) on `device`, preparing the dataset on first use."""
+    d, root = cfg.dataset, Path(cfg.paths.data_dir)
+    extra = {"source": d.source, "size": d.image_size} if d.name == "image_folder" else {}
+    prepare(d.name, raw_root=root / "raw", out_root=root / "prepared", **extra)
+    train, test = (
+        load_dataset(d.name, split, root / "prepared", d.image_size, device)[0]
+        for split in ("train", "test")
+    )
+    return train, test
 
 
 def build_encoding(cfg: DictConfig, in_dim: int, seed: int) -> torch.nn.Module:

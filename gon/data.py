@@ -1,16 +1,11 @@
 """Datasets: raw files -> one compact prepared artefact per dataset -> float tensors for training.
 
     $ python -m pipelines.fetch digits      # writes data/prepared/digits/{data.npz,meta.json}
-    >>> from gon.data import load_dataset
-    >>> images, labels = load_dataset("digits", "train")  # (1497, 8, 8, 1) float32 in [0, 1]
+    >>> images, labels = gon.data.load_dataset("digits", "train")  # (1497, 8, 8, 1) in [0, 1]
 
-An artefact is `<out_root>/<name>/data.npz` (uint8 x_train, x_test (N, H, W, C); int64 y_train,
-y_test where the dataset has labels; no pickles) plus `meta.json`, written last. Both are built in
-a temporary directory that is renamed into place, so a directory without a valid meta.json, or
-whose checksum does not match, is never treated as finished.
+`data.npz` holds uint8 x_train, x_test (N, H, W, C) and int64 y_train, y_test (no pickles); it and
+`meta.json` (written last) are built in a temporary directory that is then renamed into place.
 """
-
-from __future__ import annotations
 
 import gzip
 import hashlib
@@ -20,7 +15,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +30,7 @@ DIGITS_TEST = 300  # digits: 1797 images -> 1497 train / 300 test
 FOLDER_TEST_FRACTION = 0.1  # image_folder: 10 % test
 FOLDER_DEFAULT_SIZE = 64
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 OFFLINE_HINT = "The 'digits' dataset is bundled with scikit-learn and needs no download."
 
 Arrays = dict[str, np.ndarray]  # x_train, x_test: uint8 (N, H, W, C); y_train, y_test: int64 (N,)
@@ -66,85 +61,59 @@ def _read_digits() -> Arrays:
     return _seeded_split(x, DIGITS_TEST, bunch.target.astype(np.int64))
 
 
-def _download(name: str, fetch: Callable[[], object], expected: str, raw_root: Path) -> None:
-    """Run torchvision's own download; any failure becomes one DatasetError naming the files."""
-    try:
-        fetch()
-    except Exception as exc:  # URLError, RuntimeError, OSError, ...: all mean "no raw files"
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # one line
-        raise DatasetError(
-            f"{name}: raw files not found under {raw_root} and the download failed ({reason}).\n"
-            f"Expected {expected}.\nTo work offline, copy those files there (e.g. from a machine "
-            f"with internet access) and rerun `python -m pipelines.fetch {name} --root "
-            f"{raw_root}`. {OFFLINE_HINT}"
-        ) from exc
-
-
-def _corrupt(name: str, where: Path, exc: Exception) -> DatasetError:
-    return DatasetError(
-        f"{name}: could not read the raw files under {where} (truncated or corrupt?): "
-        f"{type(exc).__name__}: {exc}.\nDelete them and rerun to download again, or copy intact "
-        f"files there. {OFFLINE_HINT}"
-    )
-
-
-def _read_mnist(name: str, raw_root: Path) -> Arrays:
-    """MNIST or FashionMNIST from `<raw_root>/<Class>/raw/` (IDX files, plain or gzipped)."""
-    from torchvision.datasets import MNIST, FashionMNIST
-
-    cls = MNIST if name == "mnist" else FashionMNIST
-    raw_dir = raw_root / cls.__name__ / "raw"
-    files = [Path(url).stem for url, _ in cls.resources]  # train-images-idx3-ubyte, ...
-    expected = f"{', '.join(files)} (each plain or with .gz) in {raw_dir}"
-    if any(not (raw_dir / f).exists() and not (raw_dir / f"{f}.gz").exists() for f in files):
-        _download(name, lambda: cls(str(raw_root), download=True), expected, raw_root)
-    out: Arrays = {}
-    unzipped: list[Path] = []
-    try:
-        for f in files:  # torchvision reads the uncompressed files: unzip user-supplied .gz ones
-            if not (raw_dir / f).exists():
-                with gzip.open(raw_dir / f"{f}.gz") as fin, open(raw_dir / f"{f}.part", "wb") as fo:
-                    shutil.copyfileobj(fin, fo)
-                unzipped.append(raw_dir / f)
-                os.replace(raw_dir / f"{f}.part", raw_dir / f)
-        for split in ("train", "test"):
-            ds = cls(str(raw_root), train=split == "train", download=False)
-            out[f"x_{split}"] = ds.data.numpy()[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
-            out[f"y_{split}"] = ds.targets.numpy().astype(np.int64)
-    except Exception as exc:
-        for path in unzipped:  # so that a fixed .gz is read next time, not a bad unzipped copy
-            path.unlink(missing_ok=True)
-            path.with_suffix(".part").unlink(missing_ok=True)
-        raise _corrupt(name, raw_dir, exc) from exc
-    return out
-
-
-def _read_cifar10(raw_root: Path) -> Arrays:
-    """CIFAR10 from `<raw_root>/cifar-10-batches-py/` or `<raw_root>/cifar-10-python.tar.gz`."""
-    from torchvision.datasets import CIFAR10
+def _read_torchvision(name: str, raw_root: Path) -> Arrays:
+    """MNIST, FashionMNIST or CIFAR10 through torchvision's classes; offline when files exist."""
+    from torchvision import datasets
     from torchvision.datasets.utils import check_integrity
 
-    batch_dir, tgz = raw_root / CIFAR10.base_folder, raw_root / CIFAR10.filename
-    md5s = dict(CIFAR10.train_list + CIFAR10.test_list + [list(CIFAR10.meta.values())[::2]])
-    expected = f"{', '.join(md5s)} in {batch_dir}, or the archive {tgz}"
-    have_batches = all((batch_dir / f).exists() for f in md5s)
-    if not have_batches and not tgz.exists():
-        _download("cifar10", lambda: CIFAR10(str(raw_root), download=True), expected, raw_root)
-    out: Arrays = {}
+    cls = getattr(datasets, TORCHVISION_CLASSES[name])
+    if name == "cifar10":  # pickled batches (md5-checked), or the archive they come in
+        raw_dir, tgz = raw_root / cls.base_folder, raw_root / cls.filename
+        md5s = dict(cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]])
+        packed = {f: tgz for f in md5s}
+        expected = f"{', '.join(md5s)} in {raw_dir}, or the archive {tgz}"
+    else:  # IDX files, which torchvision reads unzipped
+        raw_dir = raw_root / cls.__name__ / "raw"
+        md5s = {Path(url).stem: None for url, _ in cls.resources}  # train-images-idx3-ubyte, ..
+        packed = {f: raw_dir / f"{f}.gz" for f in md5s}
+        expected = f"{', '.join(md5s)} (each plain or gzipped, .gz) in {raw_dir}"
+    if not all((raw_dir / f).exists() or packed[f].exists() for f in md5s):
+        try:  # torchvision's own download
+            cls(str(raw_root), download=True)
+        except Exception as exc:  # URLError, RuntimeError, OSError, ...: all mean "no files"
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # one line
+            raise DatasetError(
+                f"{name}: raw files not found under {raw_root} and the download failed "
+                f"({reason}).\nExpected {expected}.\nTo work offline, copy them there (e.g. from "
+                f"a machine with internet access), then rerun `python -m pipelines.fetch {name} "
+                f"--root {raw_root}`. {OFFLINE_HINT}"
+            ) from exc
+    made = [raw_dir / f for f in md5s if not (raw_dir / f).exists()]  # unpacked below
     try:
-        if not have_batches:
-            with tarfile.open(tgz, "r:gz") as tar:
-                tar.extractall(raw_root, filter="data")
-        bad = [f for f, md5 in md5s.items() if not check_integrity(str(batch_dir / f), md5)]
+        for path in (p for p in made if not p.exists()):
+            if name == "cifar10":  # one archive holds every batch
+                with tarfile.open(packed[path.name], "r:gz") as tar:
+                    tar.extractall(raw_root, filter="data")
+            else:
+                path.write_bytes(gzip.decompress(packed[path.name].read_bytes()))
+        bad = [f for f, md5 in md5s.items() if not check_integrity(str(raw_dir / f), md5)]
         if bad:  # torchvision itself would only say "Dataset not found or corrupted"
             raise ValueError(f"missing or md5 mismatch: {', '.join(bad)}")
+        out: Arrays = {}
         for split in ("train", "test"):
-            ds = CIFAR10(str(raw_root), train=split == "train", download=False)
-            out[f"x_{split}"] = np.ascontiguousarray(ds.data)  # (N, 32, 32, 3) uint8
+            ds = cls(str(raw_root), train=split == "train", download=False)
+            x = np.asarray(ds.data, dtype=np.uint8)  # MNIST (N, 28, 28); CIFAR10 (N, 32, 32, 3)
+            out[f"x_{split}"] = x.reshape(*x.shape[:3], -1)  # (N, H, W, C)
             out[f"y_{split}"] = np.asarray(ds.targets, dtype=np.int64)
+        return out
     except Exception as exc:
-        raise _corrupt("cifar10", batch_dir, exc) from exc
-    return out
+        for path in made:  # our unpacked copies: a fixed archive is then read next time
+            path.unlink(missing_ok=True)
+        raise DatasetError(
+            f"{name}: could not read the raw files under {raw_dir} (truncated or corrupt?): "
+            f"{type(exc).__name__}: {exc}.\nDelete them and rerun to download them again, or "
+            f"copy intact files there. {OFFLINE_HINT}"
+        ) from exc
 
 
 def _folder_files(source: Path) -> list[Path]:
@@ -172,18 +141,15 @@ def _read_image_folder(source: Path, size: int) -> Arrays:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _finished(target: Path, params: dict | None = None) -> dict | None:
     """The artefact's meta if it is complete (and built with `params`, when given), else None."""
     try:
         meta = json.loads((target / "meta.json").read_text())
-        ok = meta["format_version"] == FORMAT_VERSION and params in (None, meta["params"])
+        same = params is None or params == meta["params"]  # None: any params will do
+        ok = meta["format_version"] == FORMAT_VERSION and same
         return meta if ok and _sha256(target / meta["file"]) == meta["sha256"] else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -193,21 +159,19 @@ def _write_artefact(target: Path, arrays: Arrays, meta: dict) -> None:
     """Build the artefact in a temporary sibling directory, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = tmp.with_name(f"{tmp.name}.old")
     try:
         tmp.chmod(0o755)  # mkdtemp makes it 0700
         with open(tmp / "data.npz", "wb") as f:
             np.savez(f, **arrays)
         meta |= {"file": "data.npz", "sha256": _sha256(tmp / "data.npz")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # last: marks it done
-        if target.exists():  # stale or built with other params: move it aside, swap, delete
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        if target.exists():  # stale, or built with other params
+            os.replace(target, old)
+        os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare(
@@ -231,41 +195,28 @@ def prepare(
             raise ValueError(f"size must be a positive integer, got {size}")
         # fingerprint the folder, so that adding or editing images rebuilds the artefact
         stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in _folder_files(src)]
-        params = {"source": str(src.resolve()), "size": size, "files": _hash_json(stats)}
+        files_sha256 = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+        params = {"source": str(src.resolve()), "size": size, "files_sha256": files_sha256}
     elif source is not None or size is not None:
-        raise ValueError(f"source/size are for image_folder only, not {name!r}; resize with "
-                         "load_dataset(..., image_size=N)")  # fmt: skip
+        msg = "source/size are for image_folder only; resize with load_dataset(image_size=N)"
+        raise ValueError(f"{name}: {msg}")
     if _finished(target, params) is not None:
         log.info("%s: %s is up to date", name, target)
         return target
 
     if name == "digits":
         arrays, origin = _read_digits(), "sklearn.datasets.load_digits, seeded split"
-    elif name == "cifar10":
-        arrays, origin = _read_cifar10(raw_root), f"torchvision CIFAR10 raw files in {raw_root}"
     elif name == "image_folder":
         arrays, origin = _read_image_folder(src, size), f"images in {src}, seeded split"
     else:
-        arrays, origin = _read_mnist(name, raw_root), f"torchvision raw files in {raw_root}"
+        arrays, origin = _read_torchvision(name, raw_root), f"torchvision raw files in {raw_root}"
     x_train, x_test = arrays["x_train"], arrays["x_test"]  # uint8 (N, H, W, C)
-    meta = {
-        "name": name,
-        "format_version": FORMAT_VERSION,
-        "shape": list(x_train.shape[1:]),
-        "channels": x_train.shape[3],
-        "splits": {"train": len(x_train), "test": len(x_test)},
-        "labels": "y_train" in arrays,
-        "source": origin,
-        "params": params,
-    }
+    meta = {"name": name, "format_version": FORMAT_VERSION, "source": origin, "params": params}
+    meta |= {"shape": list(x_train.shape[1:]), "channels": x_train.shape[3]}  # [H, W, C]
+    meta |= {"splits": {"train": len(x_train), "test": len(x_test)}, "labels": "y_train" in arrays}
     _write_artefact(target, arrays, meta)
-    log.info("%s: wrote %s (train %d, test %d, H W C %s)", *(name, target), *meta["splits"].values(),
-             meta["shape"])  # fmt: skip
+    log.info("%s: wrote %s (%s)", name, target, json.dumps(meta["splits"]))
     return target
-
-
-def _hash_json(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()
 
 
 def load_dataset(
@@ -291,7 +242,7 @@ def load_dataset(
         y = torch.from_numpy(npz[f"y_{split}"]).to(device) if meta["labels"] else None
     images = x.float().div_(255)
     if image_size is not None and tuple(images.shape[1:3]) != (image_size, image_size):
-        nchw = F.interpolate(images.permute(0, 3, 1, 2), size=(image_size, image_size),
-                             mode="bilinear", antialias=True, align_corners=False)  # fmt: skip
+        nchw = images.permute(0, 3, 1, 2)  # interpolate wants (N, C, H, W)
+        nchw = F.interpolate(nchw, size=(image_size, image_size), mode="bilinear", antialias=True)
         images = nchw.permute(0, 2, 3, 1).clamp_(0, 1).contiguous()  # (N, S, S, C)
     return images, y

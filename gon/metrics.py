@@ -14,11 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
-from torchvision.utils import make_grid
 
 from gon import fit_gaussian
 
@@ -37,6 +32,12 @@ def is_better(metric: str, new: float, old: float | None) -> bool:
 @torch.no_grad()
 def image_metrics(recon: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """MSE, PSNR and SSIM (per image, averaged) and BCE of images (N, H, W, C) in [0, 1]."""
+    # imported here: torchmetrics' image package pulls in scipy and torchvision (seconds)
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
+
     x, y = recon.permute(0, 3, 1, 2).float(), target.permute(0, 3, 1, 2).float()
     side = min(x.shape[-2:])
     kernel = min(11, side if side % 2 else side - 1)  # SSIM's window must fit the image
@@ -52,12 +53,18 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor) -> dict[str, float]
 
 
 def image_grid(images: torch.Tensor, rows: int, min_px: int = 32) -> np.ndarray:
-    """Tile images (N, H, W, C) in [0, 1] into a uint8 array (H', W', C), upscaled to >= min_px."""
-    x = images.detach().float().clamp(0, 1).permute(0, 3, 1, 2).cpu()
+    """Tile images (N, H, W, C) in [0, 1] into a uint8 RGB array, `rows` images a row, each
+    upscaled (nearest) to at least min_px and framed by a 2-pixel grey border."""
+    x = images.detach().float().clamp(0, 1).permute(0, 3, 1, 2).cpu()  # (N, C, H, W)
     scale = max(1, math.ceil(min_px / min(x.shape[-2:])))
-    x = F.interpolate(x, scale_factor=scale, mode="nearest")
-    grid = make_grid(x, nrow=rows, padding=2, pad_value=0.5)  # (3, H', W') for 1 or 3 channels
-    return (grid.permute(1, 2, 0).mul(255).round().to(torch.uint8)).numpy()
+    x = F.interpolate(x, scale_factor=scale, mode="nearest").expand(-1, 3, -1, -1)
+    n, _, h, w = x.shape
+    cols, lines = min(rows, n), math.ceil(n / rows)
+    grid = torch.full((3, lines * (h + 2) + 2, cols * (w + 2) + 2), 0.5)
+    for i in range(n):
+        top, left = (i // cols) * (h + 2) + 2, (i % cols) * (w + 2) + 2
+        grid[:, top : top + h, left : left + w] = x[i]
+    return grid.permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:
@@ -92,7 +99,7 @@ def evaluate(
         pairs = torch.stack([val_images[:n], recon[:n]])  # (2, n, H, W, C)
         pairs = pairs.unflatten(1, (-1, cols)).transpose(0, 1).flatten(0, 2)  # alternate rows
         gauss = fit_gaussian(model.encode(coords, fit_images, batch_size=batch_size))
-        cuda = [torch.cuda.current_device()] if z.is_cuda else []
+        cuda = [z.device.index or 0] if z.is_cuda else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(SAMPLE_SEED)
             z_samples = gauss.sample((rows * rows,)).to(z.dtype)

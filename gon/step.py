@@ -1,14 +1,32 @@
 """One GON training step: latents from the origin, outer loss, gradients of every parameter.
 
-    >>> step = TrainStep(gon, coords)          # coords (1, H, W, 2)
-    >>> losses = step(images)                  # fills p.grad; then optimizer.step()
+    >>> step = TrainStep(gon, coords, compile=True)   # coords (1, H, W, 2)
+    >>> losses = step(images)                         # fills p.grad; then optimizer.step()
+
+Three ways to the same gradients, chosen per model (``TrainStep.path`` says which runs):
+- ``autograd``: ``GON.infer_latents`` with ``create_graph=True``, then a double backward. It is
+  the reference, handles every configuration and is the one to debug with.
+- ``functional``: the step written with ``torch.func``: the latent is ``-grad(inner)(z0)`` and
+  the outer gradient ``grad(outer)`` over the parameters. Unlike autograd's double backward this
+  form can be compiled with ``torch.compile``.
+- ``affine`` (one latent step, no dropout): the inner gradient of a sample is
+  J^T r(x) / M, with J = d logits / dz at the origin (the same for every image), and r the
+  loss's gradient w.r.t. the logits, elementwise affine in the target x for BCE and MSE. So
+  the whole batch's latents are one matrix product R J (R: (B, M)), and J costs ``latent_dim``
+  forward-mode products through a single image instead of a forward and backward over the batch.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, jacfwd
 
 from gon.model import GON
+
+log = logging.getLogger(__name__)
 
 
 def gon_step(
@@ -20,16 +38,107 @@ def gon_step(
     return z, loss_inner, loss_outer
 
 
-class TrainStep:
-    """Computes the losses of a batch and writes the gradient of the outer loss into ``p.grad``."""
+class _Logits(nn.Module):
+    """``forward = decoder.logits``, so ``functional_call`` can run it with given weights."""
 
-    def __init__(self, model: GON, coords: torch.Tensor, compile: bool = False) -> None:
-        self.model, self.coords, self.compile = model, coords, compile
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder.logits(coords, z)
+
+
+def affine_applies(model: GON) -> bool:
+    """The latent is an affine map of the image: one step, deterministic decoder."""
+    return model.latent_updates == 1 and not (model.decoder.dropout and model.training)
+
+
+def functional_losses(
+    model: GON, view: _Logits, state: dict[str, torch.Tensor], coords: torch.Tensor,
+    target: torch.Tensor, affine: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss_outer, loss_inner) as a pure function of the module state (names as in the GON).
+
+    ``view`` is ``_Logits(model.decoder)``, made once outside: building a module inside a
+    compiled function breaks the graph.
+    """
+    dec_state = {k: v for k, v in state.items() if k.startswith("decoder.")}
+
+    def logits(z: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, *S, C)
+        return functional_call(view, dec_state, (coords, z))
+
+    b = target.shape[0]
+    z = state["init_latent"].expand(b, -1)  # (B, d): the origin
+    if affine:
+        z0 = state["init_latent"]  # (1, d)
+        f0 = logits(z0)  # (1, *S, C): the output at the origin, shared by the batch
+        m = f0.numel()
+        jac = jacfwd(lambda v: logits(v.unsqueeze(0)).reshape(-1))(z0[0])  # (M, d)
+        # dl/df is affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
+        r0, r1 = (grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum())(f0)
+                  for t in (0.0, 1.0))
+        resid = r0.reshape(1, m) + (r1 - r0).reshape(1, m) * target.reshape(b, m)  # (B, M)
+        # per_sample_loss already divides by M; "mean" divides by B as well
+        g = resid @ jac
+        z = z - (g if model.latent_reduction == "sum" else g / b)
+        loss_inner = model.inner_loss(f0.expand_as(target), target)
+    else:
+        for _ in range(model.latent_updates):
+            # eq. 3 in torch.func form: grad is differentiable w.r.t. the closed-over weights
+            g, loss_inner = grad_and_value(lambda v: model.inner_loss(logits(v), target))(z)
+            z = z - g
+    return model.outer_loss(logits(z), target), loss_inner
+
+
+class TrainStep:
+    """Computes a batch's losses and writes the outer loss's gradient into every ``p.grad``.
+
+    Args:
+        compile: run the functional step through ``torch.compile`` (first call compiles).
+        path: "auto" (affine where it applies, else functional if compiling, else autograd),
+            or one of "autograd", "functional", "affine".
+    """
+
+    PATHS = ("auto", "autograd", "functional", "affine")
+
+    def __init__(
+        self, model: GON, coords: torch.Tensor, compile: bool = False, path: str = "auto"
+    ) -> None:
+        if path not in self.PATHS:
+            raise ValueError(f"TrainStep: unknown path={path!r}; choose one of {self.PATHS}")
+        if path == "affine" and not affine_applies(model):
+            raise ValueError("TrainStep: path='affine' needs latent_updates=1 and no dropout")
+        if path == "auto":
+            path = "affine" if affine_applies(model) else ("functional" if compile else "autograd")
+        if compile and path == "autograd":
+            raise ValueError("TrainStep: autograd's double backward cannot be compiled; "
+                             "use path='functional' or 'affine' with compile=True")
+        self.model, self.coords, self.path, self.compile = model, coords, path, compile
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.view = _Logits(model.decoder)
+        fn = grad_and_value(self._losses, has_aux=True)
+        self._fn = torch.compile(fn) if compile else fn
+        log.info("GON step: path=%s compiled=%s", path, compile)
+
+    def _losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                coords: torch.Tensor, target: torch.Tensor):
+        loss_outer, loss_inner = functional_losses(
+            self.model, self.view, {**buffers, **params}, coords, target, self.path == "affine")
+        return loss_outer, loss_inner
 
     def __call__(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        _, loss_inner, loss_outer = gon_step(self.model, self.coords, target)
-        grads = torch.autograd.grad(loss_outer, self.params, allow_unused=True)
-        for p, g in zip(self.params, grads, strict=True):
+        if self.path == "autograd":
+            _, loss_inner, loss_outer = gon_step(self.model, self.coords, target)
+            grads = torch.autograd.grad(loss_outer, self.params, allow_unused=True)
+            grads = dict(zip(self.names, grads, strict=True))
+        else:
+            self.model.check_shapes(self.coords, target)
+            params = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
+            buffers = dict(self.model.named_buffers())
+            grads, (loss_outer, loss_inner) = self._fn(params, buffers, self.coords, target)
+        for n, p in zip(self.names, self.params, strict=True):
+            g = grads[n]
             p.grad = torch.zeros_like(p) if g is None else g
         return {"loss_inner": loss_inner.detach(), "loss_outer": loss_outer.detach()}

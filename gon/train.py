@@ -12,12 +12,14 @@ metrics.json, recon.png, samples.png, and wandb/ (offline unless WANDB_MODE says
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -28,7 +30,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gon import TrainStep, make_grid
-from gon.builders import ConfigError, build_model, resolve_device, validate_config
+from gon.builders import ConfigError, build_model, load_images, resolve_device, validate_config
 from gon.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -37,15 +39,14 @@ from gon.checkpoint import (
     save_json,
     set_rng_state,
 )
-from gon.data import DatasetError, load_dataset, prepare
+from gon.data import DatasetError
 from gon.metrics import evaluate, is_better, save_png
-from gon.tracking import tracking
+from gon.tracking import VARIANT_AXES, Tracker, tracking
 
 log = logging.getLogger(__name__)
 
 # a checkpoint resumes only a run with the same values here (other keys may change between calls)
-RESUME_KEYS = ("seed", "dataset", "block", "encoding", "loss", "latent_reduction", "model",
-               "train.batch_size", "train.lr")
+RESUME_KEYS = ("seed", *VARIANT_AXES, "model", "train.batch_size", "train.lr")
 
 
 class DivergenceError(RuntimeError):
@@ -62,25 +63,10 @@ def _multirun_job() -> int | None:
     return None
 
 
-def load_images(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, test) images (N, H, W, C) on `device`, preparing the dataset on first use."""
-    d, root = cfg.dataset, Path(cfg.paths.data_dir)
-    extra = {"source": d.source, "size": d.image_size} if d.name == "image_folder" else {}
-    prepare(d.name, raw_root=root / "raw", out_root=root / "prepared", **extra)
-    train, test = (
-        load_dataset(d.name, split, root / "prepared", d.image_size, device)[0]
-        for split in ("train", "test")
-    )
-    return train, test
-
-
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
-    """Indices of step `step`'s batch (1-based): a function of (seed, step) alone, so resume is
-    exact. Each epoch is a fresh permutation; its last partial batch is dropped."""
-    per_epoch = n // batch_size
-    epoch, j = divmod(step - 1, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return torch.from_numpy(perm[j * batch_size : (j + 1) * batch_size])
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training images in `epoch`: a function of (seed, epoch) alone, so a
+    resumed run draws exactly the batches of an uninterrupted one."""
+    return torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
 
 
 def _changed_keys(old: dict, new: dict) -> list[str]:
@@ -92,119 +78,154 @@ def _changed_keys(old: dict, new: dict) -> list[str]:
     ]
 
 
-def train(cfg: DictConfig) -> float:
-    """Run (or resume, or skip if finished) one training job; return cfg.optimized_metric."""
-    validate_config(cfg)
-    t, metric = cfg.train, cfg.optimized_metric
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.json"
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+def _finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> float | None:
+    """The stored objective if the checkpoint's run is complete, else None."""
+    done = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    step, metric = ckpt["step"], cfg.optimized_metric
+    if done.get("step") == step >= cfg.train.max_steps and metric in done:
+        log.info("finished at step %d: %s=%.4f", step, metric, done[metric])
+        return float(done[metric])
+    return None
 
-    ckpt = load_checkpoint(ckpt_path) if t.resume else None
-    if ckpt is not None:
-        if changed := _changed_keys(ckpt["config"], config):
-            raise ConfigError(
-                f"{ckpt_path} belongs to a different run ({'; '.join(changed)}); use another "
-                "hydra.run.dir, or train.resume=false to start over"
-            )
-        done = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        step_done = ckpt["step"]
-        if done.get("step") == step_done >= t.max_steps and metric in done:
-            log.info("%s is finished at step %d: %s=%.4f", run_dir, step_done, metric, done[metric])
-            return float(done[metric])
 
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device, _multirun_job())
-    train_images, val_images = load_images(cfg, device)
-    n, h, w, c = train_images.shape
-    if t.batch_size > n:
-        raise ConfigError(f"train.batch_size={t.batch_size} exceeds the {n} training images")
-    val_images, fit_images = val_images[: cfg.eval.num_images], train_images[: cfg.eval.fit_images]
-    coords = make_grid(h, w, device=device)  # (1, H, W, 2)
-    model = build_model(cfg, channels=c).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
-    step, best, last_train = 0, None, {}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step, best, last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
-        set_rng_state(ckpt["rng"])
-        log.info("resuming %s from step %d", run_dir, step)
-    train_step = TrainStep(model, coords, compile=t.compile)
-    log.info("training %s on %s (%d images %dx%dx%d) on %s, %d params", " ".join(
-        f"{a}={cfg[a].name}" for a in ("block", "encoding", "loss", "latent_reduction")),
-        cfg.dataset.name, n, h, w, c, device, sum(p.numel() for p in model.parameters()))
+def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str, float]:
+    """Mean losses of the steps since the last call (one device sync); stop on a non-finite one."""
+    window = torch.stack(pending).cpu()  # (K, 2): loss_inner, loss_outer of steps step-K+1..step
+    pending.clear()
+    bad = (~torch.isfinite(window)).any(1).nonzero().flatten().tolist()
+    if bad:
+        inner, outer = window[bad[0]].tolist()
+        raise DivergenceError(
+            f"loss became non-finite at step {step - len(window) + 1 + bad[0]} (loss_inner="
+            f"{inner}, loss_outer={outer}); stopping. Try a lower train.lr (now {lr})"
+        )
+    inner, outer = window.mean(0).tolist()
+    return {"train/loss_inner": inner, "train/loss_outer": outer}
 
-    def checkpoint(wandb_id: str | None) -> None:
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "rng": rng_state(), "config": config, "best": best, "last_train": last_train,
-            "wandb_id": wandb_id})
 
-    def run_eval(tracker) -> dict[str, float]:
-        nonlocal best
-        metrics, grids = evaluate(model, coords, val_images, fit_images, rows=cfg.eval.grid_rows)
+class _Job:
+    """One training job's state: data, model, optimizer, step, best objective, tracker."""
+
+    def __init__(self, cfg: DictConfig, ckpt: dict | None) -> None:
+        self.cfg, self.t, self.metric = cfg, cfg.train, cfg.optimized_metric
+        self.run_dir = Path(cfg.paths.output_dir)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.device = device = resolve_device(cfg.device, _multirun_job())
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # so libraries that use "the current GPU" use this one
+        self.images, val = load_images(cfg, device)
+        n, h, w, c = self.images.shape
+        if self.t.batch_size > n:
+            raise ConfigError(f"train.batch_size={self.t.batch_size} exceeds the {n} train images")
+        self.val, self.fit = val[: cfg.eval.num_images], self.images[: cfg.eval.fit_images]
+        self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
+        self.model = build_model(cfg, channels=c).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr)
+        self.step, self.best, self.last_train = 0, None, {}
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.step, self.best, self.last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
+            set_rng_state(ckpt["rng"])
+            log.info("resuming %s from step %d", self.run_dir, self.step)
+        self.train_step = TrainStep(self.model, self.coords, compile=self.t.compile)
+        variant = " ".join(f"{a}={cfg[a].name}" for a in VARIANT_AXES)
+        log.info("training %s (%d images %dx%dx%d) on %s, %d params", variant, n, h, w, c,
+                 device, sum(p.numel() for p in self.model.parameters()))
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """The batches of steps self.step+1, ...; an epoch's last partial batch is dropped."""
+        n, b = len(self.images), self.t.batch_size
+        epoch, perm = -1, None
+        for i in itertools.count(self.step):
+            if i // (n // b) != epoch:
+                epoch = i // (n // b)
+                perm = epoch_permutation(n, self.cfg.seed, epoch).to(self.device)
+            j = i % (n // b)
+            yield self.images[perm[j * b : (j + 1) * b]]
+
+    def checkpoint(self, tracker: Tracker) -> None:
+        save_checkpoint(self.run_dir / "checkpoint.pt", {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "rng": rng_state(), "best": self.best, "wandb_id": tracker.id,
+            "last_train": self.last_train,
+            "config": OmegaConf.to_container(self.cfg, resolve=True)})
+
+    def evaluate(self, tracker: Tracker) -> dict[str, float]:
+        metric, step = self.metric, self.step
+        metrics, grids = evaluate(self.model, self.coords, self.val, self.fit,
+                                  rows=self.cfg.eval.grid_rows)
         if not math.isfinite(metrics[metric]):
             raise DivergenceError(f"{metric} is {metrics[metric]} at step {step}; stopping")
-        if is_better(metric, metrics[metric], best):
-            best = metrics[metric]
+        if is_better(metric, metrics[metric], self.best):
+            self.best = metrics[metric]
         for name, grid in grids.items():
-            save_png(grid, run_dir / f"{name}.png")
-        tracker.log({**metrics, f"{metric}_best": best}, step=step)
+            save_png(grid, self.run_dir / f"{name}.png")
+        tracker.log({**metrics, f"{metric}_best": self.best}, step=step)
         tracker.log_images(grids, step=step)
         log.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return metrics
 
-    report_every = t.log_every * max(1, t.max_steps // (10 * t.log_every))  # ~10 lines a run
-    tty = sys.stderr.isatty()
-    with tracking(cfg, ckpt.get("wandb_id") if ckpt else None) as tracker, logging_redirect_tqdm():
-        bar = tqdm(total=t.max_steps, initial=step, disable=not tty, unit="step",
-                   dynamic_ncols=True, desc=f"{cfg.block.name}/{cfg.dataset.name}")
-        pending: list[torch.Tensor] = []  # per-step losses, read at most once per log interval
-        tic, tic_step = time.perf_counter(), step
-        while step < t.max_steps:
-            step += 1
-            batch = train_images[batch_indices(n, t.batch_size, cfg.seed, step).to(device)]
-            losses = train_step(batch)
-            optimizer.step()
+    def run(self, tracker: Tracker) -> dict[str, float]:
+        """Train to train.max_steps, evaluating and checkpointing on the way; final metrics."""
+        t, tty = self.t, sys.stderr.isatty()
+        report_every = t.log_every * max(1, t.max_steps // (10 * t.log_every))  # ~10 log lines
+        bar = tqdm(total=t.max_steps, initial=self.step, disable=not tty, unit="step",
+                   dynamic_ncols=True, desc=f"{self.cfg.block.name}/{self.cfg.dataset.name}")
+        pending: list[torch.Tensor] = []  # per-step losses, read once per interval
+        tic, tic_step = time.perf_counter(), self.step
+        for batch in self.batches():
+            if self.step >= t.max_steps:
+                break
+            self.step = step = self.step + 1
+            losses = self.train_step(batch)  # writes p.grad
+            self.optimizer.step()
             pending.append(torch.stack([losses["loss_inner"], losses["loss_outer"]]))
             bar.update(1)
             end = step == t.max_steps
-            if not (step % t.log_every == 0 or step % t.eval_every == 0
-                    or step % t.ckpt_every == 0 or end):
-                continue
-            window = torch.stack(pending).cpu()  # (K, 2): one device sync per interval
-            pending.clear()
-            bad = (~torch.isfinite(window)).any(1).nonzero().flatten().tolist()
-            if bad:
-                inner, outer = window[bad[0]].tolist()
-                raise DivergenceError(
-                    f"loss became non-finite at step {step - len(window) + 1 + bad[0]} "
-                    f"(loss_inner={inner}, loss_outer={outer}); stopping. Try a lower train.lr "
-                    f"(now {t.lr})")
-            speed = (step - tic_step) * t.batch_size / (time.perf_counter() - tic)
-            tic, tic_step = time.perf_counter(), step
-            last_train = {"train/loss_inner": window[:, 0].mean().item(),
-                          "train/loss_outer": window[:, 1].mean().item()}
-            tracker.log({**last_train, "images_per_s": speed}, step=step)
-            bar.set_postfix(loss=f"{last_train['train/loss_outer']:.4f}", img_s=f"{speed:.0f}")
-            if not tty and (step % report_every == 0 or end):
-                log.info("step %d/%d loss_outer=%.4f loss_inner=%.4f %.0f img/s", step,
-                         t.max_steps, last_train["train/loss_outer"],
-                         last_train["train/loss_inner"], speed)
+            if end or not (step % t.log_every and step % t.eval_every and step % t.ckpt_every):
+                self.last_train = _mean_losses(pending, step, t.lr)
+                speed = (step - tic_step) * t.batch_size / (time.perf_counter() - tic)
+                tic, tic_step = time.perf_counter(), step
+                tracker.log({**self.last_train, "images_per_s": speed}, step=step)
+                loss = self.last_train["train/loss_outer"]
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.0f}")
+                if not tty and (step % report_every == 0 or end):
+                    log.info("step %d/%d loss_outer=%.4f %.0f img/s", step, t.max_steps, loss,
+                             speed)
             if step % t.eval_every == 0 and not end:
-                run_eval(tracker)
+                self.evaluate(tracker)
             if step % t.ckpt_every == 0 and not end:
-                checkpoint(tracker.id)
+                self.checkpoint(tracker)
         bar.close()
-        metrics = run_eval(tracker)
-        checkpoint(tracker.id)
-        result = {**last_train, **metrics, f"{metric}_best": best, "step": step,
+        metrics = self.evaluate(tracker)
+        self.checkpoint(tracker)
+        return metrics
+
+
+def train(cfg: DictConfig) -> float:
+    """Run (or resume, or skip if finished) one training job; return cfg.optimized_metric."""
+    validate_config(cfg)
+    run_dir, metric = Path(cfg.paths.output_dir), cfg.optimized_metric
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt") if cfg.train.resume else None
+    if ckpt is not None:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if changed := _changed_keys(ckpt["config"], config):
+            raise ConfigError(
+                f"{run_dir / 'checkpoint.pt'} belongs to a different run ({'; '.join(changed)});"
+                " use another hydra.run.dir, or train.resume=false to start over"
+            )
+        if (objective := _finished_objective(cfg, ckpt, run_dir / "metrics.json")) is not None:
+            return objective
+    job = _Job(cfg, ckpt)
+    with tracking(cfg, ckpt.get("wandb_id") if ckpt else None) as tracker, logging_redirect_tqdm():
+        metrics = job.run(tracker)
+        result = {**job.last_train, **metrics, f"{metric}_best": job.best, "step": job.step,
                   "optimized_metric": metric, "objective": metrics[metric]}
-        save_json(metrics_path, result)
+        save_json(run_dir / "metrics.json", result)
         tracker.summary(result)
     return float(metrics[metric])
 

@@ -9,9 +9,11 @@ import gzip
 import hashlib
 import logging
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +52,18 @@ def _idx(arr: np.ndarray) -> bytes:
     return header + arr.astype(np.uint8).tobytes()
 
 
-def _write_mnist(raw_dir: Path, images: dict[str, np.ndarray], cut: int = 0) -> None:
-    """Gzipped IDX files as torchvision downloads them; `cut` drops that many image bytes."""
+def _write_mnist(
+    raw_dir: Path, images: dict[str, np.ndarray], cut: int = 0, gz: bool = True
+) -> None:
+    """IDX files, gzipped as torchvision downloads them; `cut` drops that many image bytes."""
     raw_dir.mkdir(parents=True)
+    pack, suffix = (gzip.compress, ".gz") if gz else (bytes, "")
     for prefix, x in images.items():
         labels = np.arange(len(x)) % 10
-        (raw_dir / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
-            gzip.compress(_idx(x)[: len(_idx(x)) - cut])
+        (raw_dir / f"{prefix}-images-idx3-ubyte{suffix}").write_bytes(
+            pack(_idx(x)[: len(_idx(x)) - cut])
         )
-        (raw_dir / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels)))
+        (raw_dir / f"{prefix}-labels-idx1-ubyte{suffix}").write_bytes(pack(_idx(labels)))
 
 
 def _mnist_images(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -111,10 +116,13 @@ def test_load_dataset_resize(digits_root: Path) -> None:
     assert x.shape == (300, 16, 16, 1) and 0 <= x.min() and x.max() <= 1
 
 
-@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_mnist_from_gzipped_idx(tmp_path: Path, name: str, folder: str) -> None:
+@pytest.mark.parametrize(
+    "name, folder, gz",
+    [("mnist", "MNIST", True), ("fashion_mnist", "FashionMNIST", True), ("mnist", "MNIST", False)],
+)
+def test_mnist_from_idx_files(tmp_path: Path, name: str, folder: str, gz: bool) -> None:
     images = _mnist_images(np.random.default_rng(0))
-    _write_mnist(tmp_path / "raw" / folder / "raw", images)
+    _write_mnist(tmp_path / "raw" / folder / "raw", images, gz=gz)
     prepare(name, tmp_path / "raw", tmp_path / "out")
     x, y = load_dataset(name, "train", root=tmp_path / "out")
     xt, yt = load_dataset(name, "test", root=tmp_path / "out")
@@ -123,9 +131,14 @@ def test_mnist_from_gzipped_idx(tmp_path: Path, name: str, folder: str) -> None:
     assert y.tolist() == [0, 1, 2, 3, 4, 5] and yt.dtype == torch.int64
 
 
-def test_cifar10_from_pickle_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("archive", [False, True])
+def test_cifar10_from_pickle_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive: bool
+) -> None:
     x_train, x_test = _write_cifar(tmp_path / "raw", np.random.default_rng(0))
     _trust_cifar_files(monkeypatch, tmp_path / "raw")
+    if archive:  # only cifar-10-python.tar.gz, as downloaded
+        _tar_batches(tmp_path / "raw")
     prepare("cifar10", tmp_path / "raw", tmp_path / "out")
     x, y = load_dataset("cifar10", "train", root=tmp_path / "out")
     xt, yt = load_dataset("cifar10", "test", root=tmp_path / "out")
@@ -135,11 +148,31 @@ def test_cifar10_from_pickle_batches(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert y.tolist() == list(range(10)) and yt.tolist() == [10, 11, 12]
 
 
+def _tar_batches(raw: Path) -> Path:
+    """Replace cifar-10-batches-py/ by the archive it comes in."""
+    with tarfile.open(raw / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(raw / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    shutil.rmtree(raw / "cifar-10-batches-py")
+    return raw / "cifar-10-python.tar.gz"
+
+
 def test_cifar10_checksum_mismatch_is_clear(tmp_path: Path) -> None:
     _write_cifar(tmp_path / "raw", np.random.default_rng(0))  # md5s don't match the real files
-    with pytest.raises(DatasetError, match="cifar10: could not read the raw files"):
+    with pytest.raises(
+        DatasetError, match="cifar10: could not read .* md5 mismatch: data_batch_1"
+    ):
         prepare("cifar10", tmp_path / "raw", tmp_path / "out")
     assert not (tmp_path / "out" / "cifar10").exists()
+
+
+def test_truncated_cifar_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_cifar(tmp_path / "raw", np.random.default_rng(0))
+    _trust_cifar_files(monkeypatch, tmp_path / "raw")
+    tgz = _tar_batches(tmp_path / "raw")
+    tgz.write_bytes(tgz.read_bytes()[:-200])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        prepare("cifar10", tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("how", ["short_idx", "cut_gzip"])
@@ -155,6 +188,7 @@ def test_truncated_raw_file(tmp_path: Path, how: str) -> None:
         prepare("mnist", tmp_path / "raw", tmp_path / "out")
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []  # no artefact, no temp dir
+    assert sorted(p.suffix for p in raw_dir.iterdir()) == [".gz"] * 4  # bad unzipped copies gone
 
 
 def test_missing_download_names_expected_files(
@@ -209,7 +243,7 @@ def test_unknown_names_and_bad_options(tmp_path: Path, capsys: pytest.CaptureFix
             call()
     assert fetch_main(["nope", "--out", str(tmp_path)]) == 2
     assert "error: unknown dataset 'nope'; valid names: digits" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="only to image_folder"):
+    with pytest.raises(ValueError, match="for image_folder only"):
         prepare("digits", out_root=tmp_path, size=16)
 
 
@@ -234,8 +268,7 @@ def test_crash_leaves_nothing_and_unfinished_is_rebuilt(
 
 
 @pytest.mark.slow
-def test_cli_subprocess(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "pipelines.fetch", "digits", "--out", str(tmp_path)]
-    assert subprocess.run(run, capture_output=True, text=True).returncode == 0
-    again = subprocess.run(run, capture_output=True, text=True)
-    assert again.returncode == 0 and "up to date" in again.stderr
+def test_cli_subprocess_up_to_date(digits_root: Path) -> None:
+    run = [sys.executable, "-m", "pipelines.fetch", "digits", "--out", str(digits_root)]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "up to date" in done.stderr

@@ -1,0 +1,84 @@
+"""conf/: every option of every group composes, validates and builds; Hydra and W&B settings.
+
+$ python -m pytest tests/test_configs.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CONF_DIR, compose_config
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from gon import GON
+from gon.builders import build_model, validate_config
+from gon.data import DATASETS
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def test_groups_are_the_variant_axes() -> None:
+    assert set(GROUPS) >= {"dataset", "block", "encoding", "loss", "latent_reduction", "logger"}
+    options = {g: {o for gg, o in OPTIONS if gg == g} for g in GROUPS}
+    assert options["block"] == {"siren", "modulated", "relu"}
+    assert options["encoding"] == {"none", "nerf", "gaussian"}
+    assert options["loss"] == {"mse", "bce"}
+    assert options["latent_reduction"] == {"mean", "sum"}
+    assert options["dataset"] == set(DATASETS)
+    assert options["logger"] == {"wandb", "none"}
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
+def test_every_option_composes_validates_and_builds(group: str, option: str) -> None:
+    cfg = compose_config([f"{group}={option}"])
+    if "name" in cfg[group]:
+        assert cfg[group].name == option
+    validate_config(cfg)
+    model = build_model(cfg, channels=3 if option == "cifar10" else 1)
+    assert isinstance(model, GON)
+    out = model(torch.zeros(1, 4, 4, 2), torch.zeros(2, cfg.model.latent_dim))
+    assert out.shape == (2, 4, 4, 3 if option == "cifar10" else 1)
+
+
+def test_unknown_option_lists_the_choices() -> None:
+    with pytest.raises(MissingConfigException) as err:
+        compose_config(["block=sine"])
+    assert all(name in str(err.value) for name in ("siren", "modulated", "relu"))
+
+
+def test_unknown_key_is_refused() -> None:
+    with pytest.raises(Exception, match="model.hiden_dim"):
+        compose_config(["model.hiden_dim=3"])
+
+
+def test_defaults_and_reserved_sweep_slot() -> None:
+    cfg = compose_config([])
+    assert (cfg.dataset.name, cfg.block.name, cfg.optimized_metric) == ("digits", "siren",
+                                                                        "val/psnr")
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+    assert {"optional hparams_search": None} in defaults
+
+
+def test_hydra_dirs_and_sweeper() -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        cfg = compose("config", return_hydra_config=True)
+    raw = OmegaConf.to_container(cfg.hydra, resolve=False)
+    assert raw["sweep"]["subdir"] == "${hydra.job.num}"
+    assert cfg.hydra.run.dir.startswith("outputs/") and cfg.hydra.sweep.dir.startswith("outputs/")
+    assert cfg.hydra.job.chdir is False
+    assert cfg.hydra.runtime.choices["hydra/sweeper"] == "basic"
+
+
+@pytest.mark.parametrize(("env", "mode"), [(None, "offline"), ("online", "online")])
+def test_wandb_mode_defaults_to_offline(monkeypatch, env: str | None, mode: str) -> None:
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    assert compose_config([]).logger.wandb.mode == mode
+    assert compose_config(["logger=none"]).logger.wandb is None

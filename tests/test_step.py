@@ -1,0 +1,88 @@
+"""The fast training-step paths against the plain autograd reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gon import GON, ImplicitDecoder, SirenBlockFactory, TrainStep, make_grid
+from gon.encoding import GaussianFourierFeatureTransform, NeRFPositionalEncoding
+from gon.step import affine_applies
+
+
+def build(modulation=False, loss="bce", reduction="sum", updates=1, learn_origin=False,
+          dropout=0.0, dtype=torch.float64) -> GON:
+    torch.manual_seed(0)
+    dec = ImplicitDecoder(6, 2, 16, 3, SirenBlockFactory(w0=10.0),
+                          GaussianFourierFeatureTransform(2, 4, seed=0), modulation=modulation,
+                          dropout=dropout)
+    return GON(dec, updates, learn_origin, loss, reduction).to(dtype)
+
+
+def grads_after_step(model: GON, path: str, x: torch.Tensor, compile: bool = False):
+    coords = make_grid(*x.shape[1:3], dtype=x.dtype)
+    out = TrainStep(model, coords, compile=compile, path=path)(x)
+    return out, [p.grad.clone() for p in model.parameters()]
+
+
+VARIANTS = [
+    dict(),
+    dict(modulation=True),
+    dict(loss="mse", reduction="mean"),
+    dict(modulation=True, loss="mse", learn_origin=True),
+    dict(updates=3),
+]
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("path", ["functional", "affine"])
+def test_fast_paths_match_autograd(kw, path):
+    x = torch.rand(5, 6, 7, 2, dtype=torch.float64)
+    if path == "affine" and not affine_applies(build(**kw)):
+        with pytest.raises(ValueError, match="affine"):
+            grads_after_step(build(**kw), path, x)
+        return
+    ref_out, ref = grads_after_step(build(**kw), "autograd", x)
+    out, got = grads_after_step(build(**kw), path, x)
+    for k in ("loss_inner", "loss_outer"):
+        torch.testing.assert_close(out[k], ref_out[k], rtol=1e-12, atol=1e-12)
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)
+
+
+def test_auto_path_choice():
+    assert TrainStep(build(), make_grid(4, 4)).path == "affine"
+    assert TrainStep(build(updates=2), make_grid(4, 4)).path == "autograd"
+    dropped = build(dropout=0.1)
+    assert TrainStep(dropped, make_grid(4, 4)).path == "autograd"
+    assert TrainStep(dropped.eval(), make_grid(4, 4)).path == "affine"
+    with pytest.raises(ValueError, match="path='fast'"):
+        TrainStep(build(), make_grid(4, 4), path="fast")
+
+
+def test_loss_trajectory_matches_autograd_in_float32():
+    """20 Adam steps from the same initialisation: fast path and reference agree."""
+    torch.manual_seed(1)
+    xs = torch.rand(20, 8, 6, 6, 2)
+    trajectories = {}
+    for path in ("autograd", "affine"):
+        model = build(dtype=torch.float32)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = TrainStep(model, make_grid(6, 6), path=path)
+        losses = []
+        for x in xs:
+            losses.append(step(x)["loss_outer"])
+            opt.step()
+        trajectories[path] = torch.stack(losses)
+    torch.testing.assert_close(trajectories["affine"], trajectories["autograd"],
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_autograd():
+    x = torch.rand(4, 5, 5, 2)
+    ref_out, ref = grads_after_step(build(dtype=torch.float32), "autograd", x)
+    out, got = grads_after_step(build(dtype=torch.float32), "affine", x, compile=True)
+    torch.testing.assert_close(out["loss_outer"], ref_out["loss_outer"], rtol=1e-5, atol=1e-6)
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)

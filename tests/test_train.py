@@ -1,0 +1,231 @@
+"""The training app: train(cfg) per variant, run-dir contents, resume, divergence, bad values,
+W&B offline read-back, and the CLI (single run, multirun, SIGKILL + resume) in subprocesses.
+
+$ python -m pytest tests/test_train.py -q            # add -m "not slow" to skip the CLI runs
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import subprocess_env
+from PIL import Image
+from wandb_reader import read_run
+
+from gon.builders import ConfigError
+from gon.checkpoint import CheckpointError
+from gon.train import DivergenceError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL_KEYS = ("val/mse", "val/psnr", "val/ssim", "val/bce")
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["block=siren", "block=modulated", "block=relu", "encoding=none", "encoding=nerf",
+     "encoding=gaussian", "loss=mse", "loss=bce", "latent_reduction=mean",
+     "latent_reduction=sum"],
+)
+def test_each_axis_value_trains(tiny_cfg, tmp_path: Path, override: str) -> None:
+    objective = train(tiny_cfg(override))
+    assert math.isfinite(objective)
+    run = tmp_path / "run"
+    metrics = _metrics(run)
+    assert metrics["objective"] == objective == metrics["val/psnr"]
+    assert all(math.isfinite(metrics[k]) for k in (*VAL_KEYS, "train/loss_outer"))
+    for png in ("recon.png", "samples.png"):
+        assert Image.open(run / png).getextrema() != ((128, 128),) * 3  # not blank
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)  # a plain dict
+    assert ckpt["step"] == 5 and ckpt["config"]["model"]["hidden_dim"] == 16
+    assert {"model", "optimizer", "rng", "best"} <= set(ckpt)
+
+
+def test_image_folder_and_other_objective(tiny_cfg, tmp_path: Path) -> None:
+    src = tmp_path / "pics"
+    src.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(40):
+        pixels = (torch.rand(12, 12, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(src / f"{i}.png")
+    cfg = tiny_cfg("dataset=image_folder", f"dataset.source={src}", "dataset.image_size=8",
+                   f"paths.data_dir={tmp_path / 'data'}", "optimized_metric=val/mse")
+    objective = train(cfg)
+    assert objective == _metrics(tmp_path / "run")["val/mse"] > 0
+
+
+BAD = {
+    "train.lr=0": "train.lr", "train.lr=-1e-3": "train.lr", "train.lr=abc": "train.lr",
+    "train.batch_size=0": "train.batch_size", "train.max_steps=0": "train.max_steps",
+    "dataset.image_size=1": "dataset.image_size", "model.latent_dim=0": "model.latent_dim",
+    "model.hidden_dim=0": "model.hidden_dim", "model.num_layers=0": "model.num_layers",
+    "model.latent_updates=0": "model.latent_updates", "model.dropout=1.0": "model.dropout",
+    "block.w0=0": "block.w0", "seed=-1": "seed", "device=tpu": "device",
+    "optimized_metric=val/acc": "optimized_metric", "train.batch_size=100000": "batch_size",
+}
+
+
+@pytest.mark.parametrize("override", list(BAD))
+def test_bad_value_is_one_clear_error(tiny_cfg, tmp_path: Path, override: str) -> None:
+    with pytest.raises(ConfigError, match=BAD[override]) as err:
+        train(tiny_cfg(override))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides", [("encoding=nerf", "encoding.n=0"), ("encoding=gaussian", "encoding.sigma=0")]
+)
+def test_bad_encoding_parameter(tiny_cfg, overrides: tuple[str, str]) -> None:
+    with pytest.raises(ConfigError, match=overrides[1].split("=")[0]):
+        train(tiny_cfg(*overrides))
+
+
+def test_all_bad_values_in_one_message(tiny_cfg) -> None:
+    with pytest.raises(ConfigError, match="train.lr.*model.latent_dim|model.latent_dim.*train.lr"):
+        train(tiny_cfg("train.lr=-1", "model.latent_dim=0"))
+
+
+def test_divergence_stops_at_once(tiny_cfg, tmp_path: Path) -> None:
+    start = time.perf_counter()
+    with pytest.raises(DivergenceError, match="non-finite at step"):
+        train(tiny_cfg("train.lr=1e10", "train.max_steps=200"))  # 1e6 suffices at default sizes
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_resume_continues_exactly(tiny_cfg, tmp_path: Path) -> None:
+    common = ("model.dropout=0.2", "train.ckpt_every=4", "train.eval_every=5", "train.log_every=3")
+    whole = train(tiny_cfg(*common, "train.max_steps=10", run="whole"))
+    train(tiny_cfg(*common, "train.max_steps=6", run="parts"))  # stops after step 6
+    resumed = train(tiny_cfg(*common, "train.max_steps=10", run="parts"))
+    assert resumed == whole
+    assert _metrics(tmp_path / "parts") == _metrics(tmp_path / "whole")
+
+
+def test_finished_run_is_not_retrained(tiny_cfg, tmp_path: Path) -> None:
+    first = train(tiny_cfg())
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    assert train(tiny_cfg()) == first
+    assert ckpt.stat().st_mtime_ns == stamp
+
+
+def test_checkpoint_of_another_config_is_refused(tiny_cfg) -> None:
+    train(tiny_cfg())
+    with pytest.raises(ConfigError, match="model.hidden_dim: 16 -> 32|different run"):
+        train(tiny_cfg("model.hidden_dim=32"))
+    assert math.isfinite(train(tiny_cfg("model.hidden_dim=32", "train.resume=false")))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tiny_cfg, tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*checkpoint.pt"):
+        train(tiny_cfg())
+
+
+def test_wandb_offline_run_reads_back(tiny_cfg, wandb_offline: Path, tmp_path: Path) -> None:
+    objective = train(tiny_cfg("logger=wandb", "block=modulated"))
+    (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    run = read_run(run_dir)
+    assert run["run"]["job_type"] == "train" and run["exit_code"] == 0
+    assert "block=modulated" in run["run"]["tags"]
+    for axis in ("block", "encoding", "loss", "latent_reduction", "dataset"):
+        assert axis in run["config"]
+    assert run["config"]["block"]["name"] == "modulated"
+    rows = run["history"]
+    assert any("train/loss_outer" in r and "train/loss_inner" in r for r in rows)
+    assert any("images_per_s" in r for r in rows)
+    final = [r for r in rows if "val/psnr" in r][-1]
+    assert final["val/psnr"] == pytest.approx(objective)
+    assert final["recon/_type"] == "image-file"
+    with Image.open(run_dir / "files" / final["recon/path"]) as img:
+        assert img.format == "PNG"
+
+
+def _cli(args: list[str], tmp_path: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gon.train", *args], cwd=ROOT, env=subprocess_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _tiny_cli(data_dir: Path) -> list[str]:
+    from conftest import TINY
+
+    return [*TINY, f"paths.data_dir={data_dir}"]
+
+
+@pytest.mark.slow
+def test_cli_multirun_two_jobs_with_wandb(tmp_path: Path, data_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = [*_tiny_cli(data_dir), "logger=wandb", "-m", "block=siren,modulated",
+            f"hydra.sweep.dir={sweep}"]
+    out, _ = _cli(args, tmp_path).communicate(timeout=300)
+    assert "Launching 2 jobs" in out, out
+    groups = set()
+    for job, block in (("0", "siren"), ("1", "modulated")):
+        assert math.isfinite(_metrics(sweep / job)["objective"]), out
+        (run_dir,) = (sweep / job / "wandb").glob("offline-run-*")
+        run = read_run(run_dir)
+        assert run["config"]["block"]["name"] == block
+        groups.add(run["run"]["group"])
+    assert groups == {"sweep"}  # one group: the sweep dir's name
+    assert not (sweep / "2").exists()
+
+
+@pytest.mark.slow
+def test_cli_diverging_job_fails_and_the_multirun_goes_on(tmp_path: Path, data_dir: Path):
+    sweep = tmp_path / "sweep"
+    default_sizes = ["model.hidden_dim=64", "model.latent_dim=32", "model.num_layers=3"]
+    args = [*_tiny_cli(data_dir), *default_sizes, "train.max_steps=20", "-m",
+            "train.lr=1e6,1e-3", f"hydra.sweep.dir={sweep}"]
+    proc = _cli(args, tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "loss became non-finite" in out
+    assert not (sweep / "0" / "metrics.json").exists()
+    assert math.isfinite(_metrics(sweep / "1")["objective"]), out
+
+
+@pytest.mark.slow
+def test_cli_bad_value_exits_with_one_line(tmp_path: Path, data_dir: Path) -> None:
+    proc = _cli([*_tiny_cli(data_dir), "train.lr=-1", f"hydra.run.dir={tmp_path / 'r'}"],
+                tmp_path)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "invalid config: train.lr=-1" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_cli_sigkill_then_resume_is_bit_identical(tmp_path: Path, data_dir: Path) -> None:
+    steps = ["train.max_steps=200", "train.ckpt_every=10", "train.eval_every=50",
+             "model.dropout=0.1"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    reference = _cli([*_tiny_cli(data_dir), *steps, f"hydra.run.dir={whole}"], tmp_path)
+    proc = _cli([*_tiny_cli(data_dir), *steps, f"hydra.run.dir={killed}"], tmp_path)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (killed / "metrics.json").exists(), "finished before the kill: use more steps"
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+
+    proc = _cli([*_tiny_cli(data_dir), *steps, f"hydra.run.dir={killed}"], tmp_path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "resuming" in out, out
+    assert _metrics(killed) == _metrics(whole)

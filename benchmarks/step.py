@@ -1,7 +1,7 @@
 """Training-step throughput of this library against the seed package, side by side in one run.
 
     $ pip install --no-deps gon-pytorch==0.1.1     # the seed, for this benchmark only
-    $ python benchmarks/step.py                     # seed default config; last line: ratio: <ours/seed>
+    $ python benchmarks/step.py          # the seed's default config; last line: ratio: <ours/seed>
     $ python benchmarks/step.py --config digits --mode eager --steps 20
     $ /usr/bin/time -v python benchmarks/step.py --impl ours    # peak memory of one side
 
@@ -16,29 +16,45 @@ import time
 
 import torch
 
-CONFIGS = {  # the seed's default: SIREN, Gaussian features, latent 128, hidden 128, 5 layers, 32x32
-    "seed": dict(size=32, channels=1, latent=128, hidden=128, layers=5, batch=128, modulation=False),
+# the seed's default: SIREN, Gaussian features, latent 128, hidden 128, 5 layers, 32x32
+CONFIGS = {
+    "seed": dict(
+        size=32, channels=1, latent=128, hidden=128, layers=5, batch=128, modulation=False
+    ),
     "digits": dict(size=8, channels=1, latent=32, hidden=64, layers=4, batch=64, modulation=False),
-    "modulated": dict(size=32, channels=1, latent=128, hidden=128, layers=5, batch=128,
-                      modulation=True),
+    "modulated": dict(
+        size=32, channels=1, latent=128, hidden=128, layers=5, batch=128, modulation=True
+    ),
 }
 
 
 def build_seed(c: dict):
     import gon_pytorch as gp
 
-    dec = gp.ImplicitDecoder(c["latent"], c["channels"], c["hidden"], c["layers"],
-                             gp.SirenBlockFactory(), gp.GaussianFourierFeatureTransform(2, 32, 1.0),
-                             modulation=c["modulation"])
+    dec = gp.ImplicitDecoder(
+        c["latent"],
+        c["channels"],
+        c["hidden"],
+        c["layers"],
+        gp.SirenBlockFactory(),
+        gp.GaussianFourierFeatureTransform(2, 32, 1.0),
+        modulation=c["modulation"],
+    )
     return gp.GON(dec)
 
 
 def build_ours(c: dict, seed_model=None):
     import gon
 
-    dec = gon.ImplicitDecoder(c["latent"], c["channels"], c["hidden"], c["layers"],
-                              gon.SirenBlockFactory(), gon.GaussianFourierFeatureTransform(2, 32, 1.0),
-                              modulation=c["modulation"])
+    dec = gon.ImplicitDecoder(
+        c["latent"],
+        c["channels"],
+        c["hidden"],
+        c["layers"],
+        gon.SirenBlockFactory(),
+        gon.GaussianFourierFeatureTransform(2, 32, 1.0),
+        modulation=c["modulation"],
+    )
     model = gon.GON(dec, loss="bce", latent_reduction="sum")
     if seed_model is not None:
         copy_seed_weights(seed_model, model)
@@ -100,8 +116,10 @@ def main() -> None:
     dev = torch.device(args.device)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    batches = [torch.rand(c["batch"], c["size"], c["size"], c["channels"], generator=g).to(dev)
-               for _ in range(args.warmup + args.steps)]
+    batches = [
+        torch.rand(c["batch"], c["size"], c["size"], c["channels"], generator=g).to(dev)
+        for _ in range(args.warmup + args.steps)
+    ]
     from gon import make_grid
 
     coords = make_grid(c["size"], c["size"], device=dev)
@@ -117,11 +135,14 @@ def main() -> None:
     if seed_model is not None:
         opt = torch.optim.Adam(seed_model.parameters(), lr=1e-4)
         seed_coords = coords.expand(c["batch"], -1, -1, -1)  # the seed needs one grid per image
-        results["seed"] = bench(lambda x: seed_step(seed_model, opt, seed_coords, x), batches,
-                                args.warmup)
+        results["seed"] = bench(
+            lambda x: seed_step(seed_model, opt, seed_coords, x), batches, args.warmup
+        )
     for name, (ips, losses) in results.items():
-        print(f"{name}: {ips:8.1f} images/s   losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} "
-              f"{losses[-1]:.6f}")
+        print(
+            f"{name}: {ips:8.1f} images/s   losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} "
+            f"{losses[-1]:.6f}"
+        )
     if dev.type == "cuda":
         print(f"cuda peak memory: {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
     if len(results) == 2:

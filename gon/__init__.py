@@ -1,6 +1,6 @@
 """gon: Gradient Origin Networks in PyTorch (API-compatible with gon-pytorch).
 
-    >>> from gon import GON, ImplicitDecoder, SirenBlockFactory, NeRFPositionalEncoding
+>>> from gon import GON, ImplicitDecoder, SirenBlockFactory, NeRFPositionalEncoding
 """
 
 from gon.blocks import (
@@ -25,8 +25,24 @@ from gon.sampling import fit_gaussian, slerp
 from gon.step import TrainStep, gon_step
 
 __all__ = [
-    "BaseBlockFactory", "CoordinateEncoding", "GON", "GaussianFourierFeatureTransform",
-    "IdentityPositionalEncoding", "ImplicitDecoder", "LinearBlock", "LinearBlockFactory",
-    "Modulator", "NeRFPositionalEncoding", "Sine", "SirenBlockFactory", "SirenLinear", "Swish",
-    "TrainStep", "fit_gaussian", "get_xy_grid", "gon_step", "make_grid", "slerp",
+    "BaseBlockFactory",
+    "CoordinateEncoding",
+    "GON",
+    "GaussianFourierFeatureTransform",
+    "IdentityPositionalEncoding",
+    "ImplicitDecoder",
+    "LinearBlock",
+    "LinearBlockFactory",
+    "Modulator",
+    "NeRFPositionalEncoding",
+    "Sine",
+    "SirenBlockFactory",
+    "SirenLinear",
+    "Swish",
+    "TrainStep",
+    "fit_gaussian",
+    "get_xy_grid",
+    "gon_step",
+    "make_grid",
+    "slerp",
 ]

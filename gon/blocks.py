@@ -112,7 +112,7 @@ class BaseBlockFactory:
 
 
 class LinearBlockFactory(BaseBlockFactory):
-    """Linear layers with ReLU, LeakyReLU(0.2) or Swish; ``activation_cls`` is a name or a class."""
+    """Linear layers with ReLU, LeakyReLU(0.2) or Swish (``activation_cls``: name or class)."""
 
     def __init__(
         self,
@@ -150,8 +150,9 @@ class SirenBlockFactory(BaseBlockFactory):
         w0_initial: float | None = None,
     ) -> None:
         if w0 <= 0 or (w0_initial is not None and w0_initial <= 0):
-            raise ValueError(f"SirenBlockFactory: w0 must be > 0, got w0={w0}, "
-                             f"w0_initial={w0_initial}")
+            raise ValueError(
+                f"SirenBlockFactory: w0 must be > 0, got w0={w0}, w0_initial={w0_initial}"
+            )
         self.linear_cls, self.w0, self.bias = linear_cls, w0, bias
         self.w0_initial = w0 if w0_initial is None else w0_initial
 

@@ -1,6 +1,6 @@
 """Coordinate grids in [-1, 1] for implicit decoders.
 
-    >>> make_grid(32, 32).shape   # (1, 32, 32, 2): one grid, broadcast over a batch of images
+>>> make_grid(32, 32).shape   # (1, 32, 32, 2): one grid, broadcast over a batch of images
 """
 
 from __future__ import annotations
@@ -27,5 +27,5 @@ def make_grid(
 
 
 def get_xy_grid(width: int, height: int) -> torch.Tensor:
-    """Seed-compatible grid of shape (1, width, height, 2), as ``gon_pytorch.utils.get_xy_grid``."""
+    """Seed-compatible grid (1, width, height, 2), as ``gon_pytorch.utils.get_xy_grid``."""
     return make_grid(width, height)

@@ -54,16 +54,24 @@ class ImplicitDecoder(nn.Module):
         final_activation: Callable[[torch.Tensor], torch.Tensor] | None = torch.sigmoid,
     ) -> None:
         super().__init__()
-        for name, value, low in [("latent_dim", latent_dim, 1), ("out_dim", out_dim, 1),
-                                 ("hidden_dim", hidden_dim, 1), ("num_layers", num_layers, 1)]:
+        for name, value, low in [
+            ("latent_dim", latent_dim, 1),
+            ("out_dim", out_dim, 1),
+            ("hidden_dim", hidden_dim, 1),
+            ("num_layers", num_layers, 1),
+        ]:
             if int(value) < low:
                 raise ValueError(f"ImplicitDecoder: {name} must be >= {low}, got {value}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"ImplicitDecoder: dropout must be in [0, 1), got {dropout}")
         if modulation and num_layers < 2:
-            raise ValueError("ImplicitDecoder: modulation needs num_layers >= 2 (hidden layers "
-                             f"to modulate), got num_layers={num_layers}")
-        self.pos_encoder = pos_encoder if pos_encoder is not None else IdentityPositionalEncoding(2)
+            raise ValueError(
+                "ImplicitDecoder: modulation needs num_layers >= 2 (hidden layers "
+                f"to modulate), got num_layers={num_layers}"
+            )
+        self.pos_encoder = (
+            pos_encoder if pos_encoder is not None else IdentityPositionalEncoding(2)
+        )
         self.latent_dim, self.out_dim = latent_dim, out_dim
         self.hidden_dim, self.num_layers = hidden_dim, num_layers
         self.modulation, self.dropout = modulation, dropout
@@ -78,7 +86,9 @@ class ImplicitDecoder(nn.Module):
             )
             for i in range(num_layers)
         )
-        self.mod_network = Modulator(latent_dim, hidden_dim, num_layers - 1) if modulation else None
+        self.mod_network = (
+            Modulator(latent_dim, hidden_dim, num_layers - 1) if modulation else None
+        )
 
     def first_layer(self, e: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Pre-activation of the first layer: e (Bc, N, E), z (B, d) -> (B or Bc, N, H)."""
@@ -89,13 +99,17 @@ class ImplicitDecoder(nn.Module):
         return F.linear(e, w[:, d:], b) + F.linear(z, w[:, :d]).unsqueeze(1)
 
     def logits(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """Outputs before ``final_activation``: coords (1 or B, *S, in), latent (B, d) -> (B, *S, out)."""
+        """Pre-activation outputs: coords (1 or B, *S, in), latent (B, d) -> (B, *S, out)."""
         if latent.dim() != 2 or latent.shape[1] != self.latent_dim:
-            raise ValueError(f"latent must have shape (B, latent_dim={self.latent_dim}), "
-                             f"got {tuple(latent.shape)}")
+            raise ValueError(
+                f"latent must have shape (B, latent_dim={self.latent_dim}), "
+                f"got {tuple(latent.shape)}"
+            )
         if coords.dim() < 2 or coords.shape[0] not in (1, latent.shape[0]):
-            raise ValueError(f"coords must have shape (1 or B={latent.shape[0]}, *spatial, "
-                             f"{self.pos_encoder.in_dim}), got {tuple(coords.shape)}")
+            raise ValueError(
+                f"coords must have shape (1 or B={latent.shape[0]}, *spatial, "
+                f"{self.pos_encoder.in_dim}), got {tuple(coords.shape)}"
+            )
         spatial = coords.shape[1:-1]
         e = self.pos_encoder(coords.flatten(1, -2))  # (Bc, N, E): once per grid
         mods = self.mod_network(latent) if self.mod_network is not None else None

@@ -5,7 +5,7 @@ A sample's latent is the negative gradient of the inner loss at the origin (pape
 and the outer loss L(f(c, z), x) is backpropagated through that gradient (second order).
 
     >>> gon = GON(decoder)
-    >>> z, loss_inner = gon.infer_latents(coords, images)   # coords (1, H, W, 2), images (B, H, W, C)
+    >>> z, loss_inner = gon.infer_latents(coords, images)  # (1, H, W, 2), (B, H, W, C)
     >>> recon = gon(coords, z)
 """
 
@@ -123,11 +123,26 @@ class GON(nn.Module):
     def encode(
         self, coords: torch.Tensor, target: torch.Tensor, batch_size: int = 256
     ) -> torch.Tensor:
-        """Latents of ``target`` without a graph; usable under ``torch.no_grad()``."""
+        """Latents of ``target`` without a graph; usable under ``torch.no_grad()``.
+
+        With ``latent_reduction="mean"`` a latent scales with 1/batch, so encode with the
+        training batch size to see the latents the decoder was trained on.
+        """
+        from gon.step import affine_applies, affine_latents
+
+        self.check_shapes(coords, target)
+        closed_form = affine_applies(self, coords)  # no autograd graph over the batch needed
+
+        def logits(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return self.decoder.logits(c, z)
+
         out = []
         for chunk in target.split(batch_size):
             with torch.enable_grad():
-                z, _ = self.infer_latents(coords, chunk)
+                if closed_form:
+                    z, _ = affine_latents(self, logits, coords, chunk, self.init_latent)
+                else:
+                    z, _ = self.infer_latents(coords, chunk)
             out.append(z.detach())
         return torch.cat(out)
 

@@ -1,7 +1,7 @@
 """Sampling and interpolation in latent space: a full-covariance Gaussian and slerp.
 
-    >>> dist = fit_gaussian(latents)          # latents (N, d) from GON.encode
-    >>> imgs = gon.render(dist.sample((64,)), (32, 32))
+>>> dist = fit_gaussian(latents)          # latents (N, d) from GON.encode
+>>> imgs = gon.render(dist.sample((64,)), (32, 32))
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch.distributions import MultivariateNormal
 
 
 def fit_gaussian(latents: torch.Tensor, eps: float = 1e-5) -> MultivariateNormal:
-    """Maximum-likelihood Gaussian over latents (N, d), with ``eps`` * mean variance on the diagonal."""
+    """Maximum-likelihood Gaussian over latents (N, d); ``eps`` * mean variance on the diagonal."""
     if latents.dim() != 2 or latents.shape[0] < 2:
         raise ValueError(f"fit_gaussian: latents must be (N >= 2, d), got {tuple(latents.shape)}")
     x = latents.detach().double()

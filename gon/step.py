@@ -9,20 +9,23 @@ Three ways to the same gradients, chosen per model (``TrainStep.path`` says whic
 - ``functional``: the step written with ``torch.func``: the latent is ``-grad(inner)(z0)`` and
   the outer gradient ``grad(outer)`` over the parameters. Unlike autograd's double backward this
   form can be compiled with ``torch.compile``.
-- ``affine`` (one latent step, no dropout): the inner gradient of a sample is
-  J^T r(x) / M, with J = d logits / dz at the origin (the same for every image), and r the
-  loss's gradient w.r.t. the logits, elementwise affine in the target x for BCE and MSE. So
-  the whole batch's latents are one matrix product R J (R: (B, M)), and J costs ``latent_dim``
-  forward-mode products through a single image instead of a forward and backward over the batch.
+- ``affine`` (one latent step from a shared origin, no dropout, one coordinate grid): the
+  inner gradient of sample b is J^T r(x_b) / M, with J = d logits / dz at the origin, the same
+  for every image, and r the loss's gradient w.r.t. the logits, elementwise affine in the
+  target for BCE and MSE. The batch's latents are then one product R J (R: (B, M)). Since the
+  decoder maps each pixel on its own, J's rows are per-pixel gradients: one backward pass per
+  output channel through a single image (``vmap(jacrev)``), instead of a forward and a
+  backward over the whole batch; the outer backward then runs through that small graph.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, jacfwd
+from torch.func import functional_call, grad, grad_and_value, jacrev, vmap
 
 from gon.model import GON
 
@@ -49,14 +52,52 @@ class _Logits(nn.Module):
         return self.decoder.logits(coords, z)
 
 
-def affine_applies(model: GON) -> bool:
-    """The latent is an affine map of the image: one step, deterministic decoder."""
-    return model.latent_updates == 1 and not (model.decoder.dropout and model.training)
+def affine_applies(model: GON, coords: torch.Tensor) -> bool:
+    """The latent is an affine map of the image: one step, deterministic decoder, one grid."""
+    deterministic = not (model.decoder.dropout and model.training)
+    return model.latent_updates == 1 and deterministic and coords.shape[0] == 1
+
+
+def affine_latents(
+    model: GON,
+    logits: Callable[..., torch.Tensor],
+    coords: torch.Tensor,
+    target: torch.Tensor,
+    z0: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, loss_inner) of one gradient step from the shared origin z0 (1, d), in closed form.
+
+    ``logits(z, c)`` is the decoder's pre-activation output for latents z (B, d) at coords c.
+    """
+    b = target.shape[0]
+    f0 = logits(z0, coords)  # (1, *S, C): the output at the origin, shared by the batch
+    m = f0.numel()
+    # J[n] = d f(c_n, z) / dz: every pixel's output depends on z only through its own path
+    # through the MLP, so one backward per channel through a single image gives all rows
+    pixels = coords.reshape(-1, coords.shape[-1])  # (N, in): one grid shared by the batch
+
+    def pixel(c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (in,), (d,) -> (C,)
+        return logits(v.view(1, -1), c.view(1, 1, -1)).reshape(-1)
+
+    jac = vmap(jacrev(pixel, argnums=1), in_dims=(0, None))(pixels, z0[0]).reshape(m, -1)
+    # dl/df is elementwise affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
+    r0, r1 = (
+        grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum())(f0)
+        for t in (0.0, 1.0)
+    )
+    resid = r0.reshape(1, m) + (r1 - r0).reshape(1, m) * target.reshape(b, m)  # (B, M)
+    g = resid @ jac  # (B, d); per_sample_loss already divides by M
+    z = z0 - (g if model.latent_reduction == "sum" else g / b)
+    return z, model.inner_loss(f0.expand_as(target), target)
 
 
 def functional_losses(
-    model: GON, view: _Logits, state: dict[str, torch.Tensor], coords: torch.Tensor,
-    target: torch.Tensor, affine: bool,
+    model: GON,
+    view: _Logits,
+    state: dict[str, torch.Tensor],
+    coords: torch.Tensor,
+    target: torch.Tensor,
+    affine: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss_outer, loss_inner) as a pure function of the module state (names as in the GON).
 
@@ -65,25 +106,13 @@ def functional_losses(
     """
     dec_state = {k: v for k, v in state.items() if k.startswith("decoder.")}
 
-    def logits(z: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, *S, C)
-        return functional_call(view, dec_state, (coords, z))
+    def logits(z: torch.Tensor, c: torch.Tensor = coords) -> torch.Tensor:  # (B, d) -> (B, *S, C)
+        return functional_call(view, dec_state, (c, z))
 
-    b = target.shape[0]
-    z = state["init_latent"].expand(b, -1)  # (B, d): the origin
     if affine:
-        z0 = state["init_latent"]  # (1, d)
-        f0 = logits(z0)  # (1, *S, C): the output at the origin, shared by the batch
-        m = f0.numel()
-        jac = jacfwd(lambda v: logits(v.unsqueeze(0)).reshape(-1))(z0[0])  # (M, d)
-        # dl/df is affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
-        r0, r1 = (grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum())(f0)
-                  for t in (0.0, 1.0))
-        resid = r0.reshape(1, m) + (r1 - r0).reshape(1, m) * target.reshape(b, m)  # (B, M)
-        # per_sample_loss already divides by M; "mean" divides by B as well
-        g = resid @ jac
-        z = z - (g if model.latent_reduction == "sum" else g / b)
-        loss_inner = model.inner_loss(f0.expand_as(target), target)
+        z, loss_inner = affine_latents(model, logits, coords, target, state["init_latent"])
     else:
+        z = state["init_latent"].expand(target.shape[0], -1)  # (B, d): the origin
         for _ in range(model.latent_updates):
             # eq. 3 in torch.func form: grad is differentiable w.r.t. the closed-over weights
             g, loss_inner = grad_and_value(lambda v: model.inner_loss(logits(v), target))(z)
@@ -107,13 +136,19 @@ class TrainStep:
     ) -> None:
         if path not in self.PATHS:
             raise ValueError(f"TrainStep: unknown path={path!r}; choose one of {self.PATHS}")
-        if path == "affine" and not affine_applies(model):
-            raise ValueError("TrainStep: path='affine' needs latent_updates=1 and no dropout")
+        affine = affine_applies(model, coords)
+        if path == "affine" and not affine:
+            raise ValueError(
+                "TrainStep: path='affine' needs latent_updates=1, no dropout and "
+                "one coordinate grid shared by the batch"
+            )
         if path == "auto":
-            path = "affine" if affine_applies(model) else ("functional" if compile else "autograd")
+            path = "affine" if affine else ("functional" if compile else "autograd")
         if compile and path == "autograd":
-            raise ValueError("TrainStep: autograd's double backward cannot be compiled; "
-                             "use path='functional' or 'affine' with compile=True")
+            raise ValueError(
+                "TrainStep: autograd's double backward cannot be compiled; "
+                "use path='functional' or 'affine' with compile=True"
+            )
         self.model, self.coords, self.path, self.compile = model, coords, path, compile
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -122,10 +157,16 @@ class TrainStep:
         self._fn = torch.compile(fn) if compile else fn
         log.info("GON step: path=%s compiled=%s", path, compile)
 
-    def _losses(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                coords: torch.Tensor, target: torch.Tensor):
+    def _losses(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        coords: torch.Tensor,
+        target: torch.Tensor,
+    ):
         loss_outer, loss_inner = functional_losses(
-            self.model, self.view, {**buffers, **params}, coords, target, self.path == "affine")
+            self.model, self.view, {**buffers, **params}, coords, target, self.path == "affine"
+        )
         return loss_outer, loss_inner
 
     def __call__(self, target: torch.Tensor) -> dict[str, torch.Tensor]:

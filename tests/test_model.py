@@ -1,4 +1,4 @@
-"""The GON library: shapes per variant, the gradient origin, reductions, init, fused layer, errors."""
+"""The GON library: shapes, the gradient origin, reductions, init, fused layer, errors."""
 
 from __future__ import annotations
 
@@ -32,11 +32,27 @@ BLOCKS = {
 }
 
 
-def make_gon(encoding="nerf", block="siren", loss="bce", reduction="sum", channels=1,
-             latent_dim=8, hidden=16, layers=3, **kw) -> GON:
+def make_gon(
+    encoding="nerf",
+    block="siren",
+    loss="bce",
+    reduction="sum",
+    channels=1,
+    latent_dim=8,
+    hidden=16,
+    layers=3,
+    **kw,
+) -> GON:
     factory, modulation = BLOCKS[block]
-    dec = ImplicitDecoder(latent_dim, channels, hidden, layers, factory(), ENCODINGS[encoding](),
-                          modulation=modulation)
+    dec = ImplicitDecoder(
+        latent_dim,
+        channels,
+        hidden,
+        layers,
+        factory(),
+        ENCODINGS[encoding](),
+        modulation=modulation,
+    )
     return GON(dec, loss=loss, latent_reduction=reduction, **kw)
 
 
@@ -133,8 +149,9 @@ def test_modulated_first_layer_ignores_latent():
     h2 = dec.first_layer(e, torch.randn(2, 8))
     torch.testing.assert_close(h1, h2)
     # ... but the output depends on z through the modulations
-    assert not torch.allclose(model(make_grid(4, 4), torch.randn(2, 8)),
-                              model(make_grid(4, 4), torch.randn(2, 8)))
+    assert not torch.allclose(
+        model(make_grid(4, 4), torch.randn(2, 8)), model(make_grid(4, 4), torch.randn(2, 8))
+    )
 
 
 @pytest.mark.parametrize("block", ["siren", "relu"])

@@ -6,16 +6,30 @@ import pytest
 import torch
 
 from gon import GON, ImplicitDecoder, SirenBlockFactory, TrainStep, make_grid
-from gon.encoding import GaussianFourierFeatureTransform, NeRFPositionalEncoding
+from gon.encoding import GaussianFourierFeatureTransform
 from gon.step import affine_applies
 
 
-def build(modulation=False, loss="bce", reduction="sum", updates=1, learn_origin=False,
-          dropout=0.0, dtype=torch.float64) -> GON:
+def build(
+    modulation=False,
+    loss="bce",
+    reduction="sum",
+    updates=1,
+    learn_origin=False,
+    dropout=0.0,
+    dtype=torch.float64,
+) -> GON:
     torch.manual_seed(0)
-    dec = ImplicitDecoder(6, 2, 16, 3, SirenBlockFactory(w0=10.0),
-                          GaussianFourierFeatureTransform(2, 4, seed=0), modulation=modulation,
-                          dropout=dropout)
+    dec = ImplicitDecoder(
+        6,
+        2,
+        16,
+        3,
+        SirenBlockFactory(w0=10.0),
+        GaussianFourierFeatureTransform(2, 4, seed=0),
+        modulation=modulation,
+        dropout=dropout,
+    )
     return GON(dec, updates, learn_origin, loss, reduction).to(dtype)
 
 
@@ -34,11 +48,13 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize(
+    "kw", VARIANTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items())
+)
 @pytest.mark.parametrize("path", ["functional", "affine"])
 def test_fast_paths_match_autograd(kw, path):
     x = torch.rand(5, 6, 7, 2, dtype=torch.float64)
-    if path == "affine" and not affine_applies(build(**kw)):
+    if path == "affine" and not affine_applies(build(**kw), make_grid(6, 7)):
         with pytest.raises(ValueError, match="affine"):
             grads_after_step(build(**kw), path, x)
         return
@@ -56,6 +72,8 @@ def test_auto_path_choice():
     dropped = build(dropout=0.1)
     assert TrainStep(dropped, make_grid(4, 4)).path == "autograd"
     assert TrainStep(dropped.eval(), make_grid(4, 4)).path == "affine"
+    shared = make_grid(4, 4).expand(3, -1, -1, -1)  # one grid per sample: J differs per sample
+    assert TrainStep(build(), shared).path == "autograd"
     with pytest.raises(ValueError, match="path='fast'"):
         TrainStep(build(), make_grid(4, 4), path="fast")
 
@@ -74,8 +92,9 @@ def test_loss_trajectory_matches_autograd_in_float32():
             losses.append(step(x)["loss_outer"])
             opt.step()
         trajectories[path] = torch.stack(losses)
-    torch.testing.assert_close(trajectories["affine"], trajectories["autograd"],
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        trajectories["affine"], trajectories["autograd"], rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -86,3 +105,13 @@ def test_compiled_step_matches_autograd():
     torch.testing.assert_close(out["loss_outer"], ref_out["loss_outer"], rtol=1e-5, atol=1e-6)
     for g, r in zip(got, ref, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(modulation=True, reduction="mean", loss="mse")])
+def test_encode_closed_form_matches_infer_latents(kw):
+    model = build(**kw)
+    coords, x = make_grid(6, 7, dtype=torch.float64), torch.rand(9, 6, 7, 2, dtype=torch.float64)
+    with torch.no_grad():
+        fast = model.encode(coords, x, batch_size=9)
+    ref, _ = model.infer_latents(coords, x)
+    torch.testing.assert_close(fast, ref.detach(), rtol=1e-10, atol=1e-12)

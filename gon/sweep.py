@@ -1,0 +1,322 @@
+"""Optuna sweeps over GON variants: study name and storage, resume bookkeeping, summary.
+
+The sweeper plugin (hydra_plugins/gon_sweeper, `hydra/sweeper=gon_optuna`) calls these; they
+are plain functions of a sweep dir or a study, so tests and scripts use them directly.
+
+Usage:
+    python -m gon.train hparams_search=variants hydra.sweep.dir=outputs/sweeps/v1  # run or resume
+    python -m gon.sweep outputs/sweeps/v1          # print the summary of that sweep's study again
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+log = logging.getLogger(__name__)
+
+RECORD = "study.json"  # in the sweep dir: the study's name and storage, written on the first run
+DEFAULT_DB = "optuna.db"  # the sqlite file in the sweep dir when no storage URL is given
+SUMMARY = "summary.json"
+# trial user attributes this module owns (":" cannot occur in a Hydra override key)
+OWNER, BEAT, DIR = "sweep:owner", "sweep:heartbeat", "sweep:dir"
+ERROR, INTERRUPTED, FINGERPRINT = "sweep:error", "sweep:interrupted", "sweep:fingerprint"
+HOST = socket.gethostname()
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start or go on (mismatched resume, bad settings, too many failures)."""
+
+
+def mask_url(url: str) -> str:
+    """A storage URL with its password hidden, safe to log and to write to disk."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL (journal file etc.): keep it as it is
+        return url
+
+
+def default_study_name(search: str, dataset: str, storage: str) -> str:
+    """gon-<search>-<dataset>-<YYYYmmdd-HHMMSS>, with -2, -3, ... if the storage has it already."""
+    base = f"gon-{search}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    taken = set(optuna.study.get_all_study_names(storage))
+    name, i = base, 1
+    while name in taken:
+        i += 1
+        name = f"{base}-{i}"
+    return name
+
+
+def resolve_storage(sweep_dir: Path, storage: str | None) -> str:
+    """The storage URL: `storage`, or sqlite in the sweep dir (its folder created)."""
+    if storage:
+        if storage.startswith("sqlite:///"):
+            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return storage
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(sweep_dir / DEFAULT_DB).resolve()}"
+
+
+def recorded_study(sweep_dir: Path, study_name: str | None, storage: str | None) -> str | None:
+    """The study name recorded in the sweep dir (None on a first run); refuses a re-run that
+    names another study or storage, which would silently start over."""
+    path = sweep_dir / RECORD
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    asked = mask_url(storage) if storage else None
+    if (study_name and study_name != record["study_name"]) or asked != record["storage"]:
+        raise SweepError(
+            f"{sweep_dir} holds study {record['study_name']!r} in "
+            f"{record['storage'] or 'its ' + DEFAULT_DB}; this run asks for "
+            f"{study_name or record['study_name']!r} in {asked or 'its ' + DEFAULT_DB}. "
+            "Resume with the same settings, or use another hydra.sweep.dir"
+        )
+    return record["study_name"]
+
+
+def record_study(sweep_dir: Path, study_name: str, storage: str | None) -> None:
+    """Write the sweep dir's record (after the study was created, so a bad URL leaves none)."""
+    record = {"study_name": study_name, "storage": mask_url(storage) if storage else None}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def check_direction(metric: str | None, directions: list[str]) -> None:
+    """Refuse a direction that contradicts the objective (e.g. minimising val/psnr)."""
+    from gon.metrics import HIGHER_IS_BETTER
+
+    if metric in HIGHER_IS_BETTER and len(directions) == 1:
+        want = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
+        if directions[0] != want:
+            raise SweepError(
+                f"hydra.sweeper.direction={directions[0]} but optimized_metric={metric} "
+                f"should be {want}d; set hydra.sweeper.direction={want}"
+            )
+
+
+def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
+    """Store what defines the study's trials on its first run; refuse to resume it with
+    different overrides, search space or direction (the trials would not be comparable)."""
+    old = study.user_attrs.get(FINGERPRINT)
+    if old is None:
+        study.set_user_attr(FINGERPRINT, fingerprint)
+        return
+    if old != fingerprint:
+        diff = [f"{k}: {old.get(k)} -> {fingerprint.get(k)}" for k in sorted(fingerprint)
+                if old.get(k) != fingerprint.get(k)]
+        raise SweepError(
+            f"study {study.study_name!r} was started with other settings ({'; '.join(diff)}); "
+            "resume it with the same command, or use another hydra.sweep.dir"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def is_stale(trial: FrozenTrial, stale_after_s: float, now: float | None = None) -> bool:
+    """A RUNNING trial nobody will finish: its sweeper process on this host is gone, or its
+    heartbeat (written by the sweeper while the trial runs) is older than stale_after_s."""
+    now = time.time() if now is None else now
+    host, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
+    if host == HOST and pid.isdigit() and not _alive(int(pid)):
+        return True
+    start = trial.datetime_start.timestamp() if trial.datetime_start else now
+    return now - float(trial.user_attrs.get(BEAT, start)) > stale_after_s
+
+
+def claim(trial: Trial, subdir: str | None = None) -> str:
+    """Mark `trial` as this process's and give it a run subdir (a retried trial keeps its own,
+    so its job resumes from the checkpoint there); the subdir."""
+    subdir = subdir or trial.user_attrs.get(DIR) or str(trial.number)
+    trial.set_user_attr(OWNER, f"{HOST}:{os.getpid()}")
+    trial.set_user_attr(BEAT, time.time())
+    trial.set_user_attr(DIR, subdir)
+    return subdir
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Mark a RUNNING trial interrupted (FAIL) and queue a copy with the same parameters and
+    run subdir; the copy is what study.ask() returns next."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # finished meanwhile, or another sweeper recovered it first
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in (OWNER, BEAT)}
+    system = {k: v for k, v in trial.system_attrs.items() if k != "fixed_params"}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=attrs, system_attrs={**system, "failed_trial": trial.number}))
+
+
+def recover_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
+    """Fail and re-queue every stale RUNNING trial (see is_stale); their numbers."""
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if is_stale(t, stale_after_s)]
+    for t in stale:
+        requeue(study, t)
+    if stale:
+        log.warning("re-queued %d interrupted trial(s): %s", len(stale), [t.number for t in stale])
+    return [t.number for t in stale]
+
+
+def budget(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials counted against n_trials: an interrupted trial does not count
+    (its re-queued copy does), a trial whose job failed does (it is not retried)."""
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state.is_finished() and not t.user_attrs.get(INTERRUPTED):
+            finished += 1
+    return finished, running
+
+
+def failures(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials whose job failed (not the interrupted ones)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if not t.user_attrs.get(INTERRUPTED)]
+
+
+@contextmanager
+def heartbeat(trials: Iterable[Trial], every_s: float) -> Iterator[None]:
+    """Refresh the trials' heartbeat every `every_s` seconds while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            for t in trials:
+                try:
+                    t.set_user_attr(BEAT, time.time())
+                except Exception as e:  # a flaky database must not kill the sweep
+                    log.debug("heartbeat of trial %d failed: %s", t.number, e)
+
+    thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _overrides(t: FrozenTrial) -> list[str]:
+    """The trial's overrides: swept params, then the sweep's fixed ones (stored as user attrs)."""
+    fixed = {k: v for k, v in t.user_attrs.items() if not k.startswith("sweep:")}
+    return [f"{k}={v}" for k, v in {**fixed, **t.params}.items()]
+
+
+def _trial_row(t: FrozenTrial, sweep_dir: Path) -> dict[str, Any]:
+    subdir = t.user_attrs.get(DIR, str(t.number))
+    row = {"number": t.number, "state": t.state.name, "params": t.params,
+           "dir": str(sweep_dir / subdir)}
+    if t.values is not None:
+        row["value" if len(t.values) == 1 else "values"] = t.values[0] if len(
+            t.values) == 1 else t.values
+    if ERROR in t.user_attrs:
+        row["error"] = t.user_attrs[ERROR]
+    return row
+
+
+def summarize(study: optuna.Study, sweep_dir: Path, n_trials: int,
+              storage: str | None = None) -> dict[str, Any]:
+    """The sweep's summary: best trial (value, params, overrides, config file), failures."""
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        key = "INTERRUPTED" if t.user_attrs.get(INTERRUPTED) else t.state.name
+        states[key] = states.get(key, 0) + 1
+    summary: dict[str, Any] = {
+        "study_name": study.study_name, "storage": mask_url(storage) if storage else None,
+        "directions": [d.name.lower() for d in study.directions],
+        "objective": study.user_attrs.get(FINGERPRINT, {}).get("objective"),
+        "n_trials": n_trials, "states": states, "best": None,
+        "failures": [_trial_row(t, sweep_dir) for t in failures(study)],
+    }
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+        rows = []
+        for t in best:
+            row = _trial_row(t, sweep_dir)
+            row["overrides"] = _overrides(t)
+            row["config"] = str(Path(row["dir"]) / ".hydra" / "config.yaml")
+            rows.append(row)
+        summary["best"] = rows[0] if len(rows) == 1 else rows
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short text block: counts, best trial, failures."""
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items()))
+    lines = [f"== sweep {summary['study_name']}: {states or 'no trials'} "
+             f"(budget {summary['n_trials']}) =="]
+    best = summary["best"]
+    for b in best if isinstance(best, list) else [best] if best else []:
+        value = b.get("value", b.get("values"))
+        lines.append(f"best: trial {b['number']} {summary['objective'] or 'value'}={value} "
+                     f"{' '.join(f'{k}={v}' for k, v in b['params'].items())}")
+        lines.append(f"      dir {b['dir']}")
+    if not best:
+        lines.append("best: none (no trial completed)")
+    for f in summary["failures"]:
+        lines.append(f"failed: trial {f['number']} {f['params']}: {f.get('error', '?')}")
+    return "\n".join(lines)
+
+
+def write_summary(summary: dict[str, Any], sweep_dir: Path) -> Path:
+    path = sweep_dir / SUMMARY
+    path.write_text(json.dumps(summary, indent=2, default=str, allow_nan=True) + "\n")
+    return path
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m gon.sweep SWEEP_DIR [STORAGE_URL]: print the summary of the sweep's study."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print(main.__doc__)
+        return 2
+    sweep_dir = Path(args[0])
+    if not (sweep_dir / RECORD).exists():
+        print(f"{sweep_dir / RECORD} not found: not a gon sweep dir")
+        return 1
+    record = json.loads((sweep_dir / RECORD).read_text())
+    storage = args[1] if len(args) > 1 else record["storage"]
+    study = optuna.load_study(study_name=record["study_name"],
+                              storage=resolve_storage(sweep_dir, storage))
+    old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}
+    print(format_summary(summarize(study, sweep_dir, old.get("n_trials", len(study.trials)),
+                                   storage)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hydra sweeper `gon_optuna`: the Optuna sweeper with resumable, failure-tolerant studies."""

@@ -1,0 +1,68 @@
+"""The `gon_optuna` sweeper: hydra-optuna-sweeper 1.4.0rc3 plus persistence and resume.
+
+Over the upstream sweeper it (1) keeps the study in the sweep dir (sqlite) unless given a
+storage URL, under a readable name recorded there, (2) fails and re-queues trials left RUNNING
+by a dead sweeper, (3) counts n_trials over the whole study, so re-running the command into
+the same sweep dir trains only what is missing, (4) names each trial's subdir after its trial
+number, (5) records failed trials and goes on, (6) writes <sweep dir>/summary.json.
+
+Usage (see conf/hparams_search/):
+    python -m gon.train hparams_search=variants hydra.sweep.dir=outputs/sweeps/v1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from omegaconf import DictConfig
+
+
+@dataclass
+class GonOptunaSweeperConf(OptunaSweeperConf):
+    _target_: str = "hydra_plugins.gon_sweeper.gon_sweeper.GonOptunaSweeper"
+    # null: sqlite:///<sweep dir>/optuna.db; else any Optuna RDB URL (postgresql://...)
+    storage: Any | None = None
+    # null: gon-<hparams_search>-<dataset>-<time> on the first run, then the one in study.json
+    study_name: str | None = None
+    # trials launched at once; null: the launcher's (joblib n_jobs, slurm array_parallelism)
+    n_jobs: int | None = None
+    # stop once more than this fraction of n_trials failed (upstream: per batch)
+    max_failure_rate: float = 0.5
+    # k: run k trials per visible GPU at once (n_jobs = k x GPUs, joblib n_jobs likewise)
+    trials_per_gpu: int | None = None
+    heartbeat_s: float = 30.0  # the sweeper marks its running trials alive this often
+    stale_after_s: float = 300.0  # a RUNNING trial without heartbeat for this long is re-run
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="gon_optuna", node=GonOptunaSweeperConf, provider="gon"
+)
+
+
+class GonOptunaSweeper(OptunaSweeper):
+    """OptunaSweeper whose sweep loop is hydra_plugins.gon_sweeper._impl.ResumableSweep."""
+
+    def __init__(self, sampler: Any, direction: Any, storage: Any | None,
+                 study_name: str | None, n_trials: int, n_jobs: int | None,
+                 max_failure_rate: float, custom_search_space: str | None,
+                 params: DictConfig | None, trials_per_gpu: int | None = None,
+                 heartbeat_s: float = 30.0, stale_after_s: float = 300.0) -> None:
+        super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs or 1,
+                         max_failure_rate, custom_search_space, params)
+        from ._impl import ResumableSweep
+
+        base = self.sweeper  # the upstream implementation, with the sampler instantiated
+        self.sweeper = ResumableSweep(
+            base.sampler, direction, storage, study_name, n_trials, n_jobs or 0,
+            max_failure_rate, custom_search_space, params,
+            trials_per_gpu=trials_per_gpu, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function,
+                           config=config)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 AXES = ("encoding", "block", "loss", "latent_reduction")  # a variant's name, in this order
 SUPER_RES = 4  # the super-resolution grid renders at 4x the native size
+CHUNK = 1024  # images encoded at once (the per-chunk cost is mostly one Jacobian)
 
 
 @dataclass
@@ -58,14 +59,27 @@ def variant_name(cfg: DictConfig) -> str:
 
 def find_runs(sweep_dir: Path) -> list[Path]:
     """The run dirs (holding checkpoint.pt and metrics.json) under a sweep dir, in order."""
-    runs = [p.parent for p in sweep_dir.rglob("checkpoint.pt") if (p.parent / "metrics.json").exists()]
-    return sorted(runs, key=lambda p: [int(s) if s.isdigit() else s for s in p.parts])
+    runs = [p.parent for p in sweep_dir.rglob("checkpoint.pt")
+            if (p.parent / "metrics.json").exists()]
+    # numbered trial dirs in numeric order (2 before 10)
+    return sorted(runs, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
+                                       for s in p.parts])
 
 
 def encode(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int) -> torch.Tensor:
-    """Latents (N, d) in chunks of the training batch size. With latent_reduction=mean a latent
-    is the gradient of a batch mean (scaled by 1/batch), so the last chunk is padded to a full
-    batch; samples do not interact otherwise, and the padding is dropped."""
+    """Latents (N, d) as training made them, `batch` being the training batch size.
+
+    With latent_reduction=mean a latent is the gradient of a batch mean, so it scales with
+    1/batch: one step from the origin z0 gives z0 + (z_n - z0) * n / batch for a chunk of n;
+    more steps need chunks of exactly `batch` (the last padded). Samples do not interact
+    otherwise, and with latent_reduction=sum the chunk size does not matter.
+    """
+    if model.latent_reduction == "sum":
+        return model.encode(coords, images, batch_size=CHUNK)
+    if model.latent_updates == 1:
+        z0 = model.init_latent.detach()
+        return torch.cat([z0 + (model.encode(coords, c, batch_size=len(c)) - z0) * len(c) / batch
+                          for c in images.split(CHUNK)])
     out = []
     for chunk in images.split(batch):
         pad = chunk.new_zeros(batch - len(chunk), *chunk.shape[1:])
@@ -156,8 +170,8 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     if y_test is not None and y_train is not None:
         metrics["probe_acc"] = linear_probe(z_train, y_train[:probe_images], z_test, y_test)
     grids = make_grids(model, test, recon, z_test, z_train, rows)
-    metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters()),
-                "eval_seconds": round(time.perf_counter() - tic, 2)}
+    metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters())}
+    log.debug("%s evaluated in %.1f s", run_dir, time.perf_counter() - tic)
     curve = [{"step": r["step"], "loss_outer": r["train/loss_outer"],
               "loss_inner": r["train/loss_inner"]}
              for r in ckpt.get("history", []) if "train/loss_outer" in r]

@@ -5,7 +5,7 @@ Usage (gon.evaluate calls these):
     log_wandb(variants, best, Path("reports"), group_default="sweep")
 
 Layout of <reports_dir>:
-    metrics.json                  {"<variant>": {mse, psnr, ssim, bce, probe_acc, ...}, "best": {...}}
+    metrics.json                  {"<variant>": {psnr, ssim, mse, bce, probe_acc ..}, "best": {..}}
     variants.csv                  one row per variant (axes and metrics), a DVC bar plot
     curves/<variant>.csv          step, loss_outer, loss_inner: the training curve (DVC plot)
     images/<variant>/<grid>.png   recon, samples, slerp, superres (DVC image plots)
@@ -110,7 +110,11 @@ def _svg_curve(curve: list[dict[str, float]], width: int = 260, height: int = 12
 def render_html(variants: list[Variant], best: str) -> str:
     """The report page: the variants x metrics table (best first) and each variant's grids."""
     metric, higher = objective(variants)
-    order = sorted(variants, key=lambda v: v.metrics.get(metric, math.nan) * (-1 if higher else 1))
+    def rank(v: Variant) -> tuple[bool, float]:  # best first, non-finite last
+        x = v.metrics.get(metric, math.nan)
+        return not math.isfinite(x), -x if higher else x
+
+    order = sorted(variants, key=rank)
     head = "".join(f"<th>{h}</th>" for h in ("variant", "encoding", "block", "loss",
                                               "latent_reduction", *METRICS, "steps"))
     rows = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -124,6 +123,32 @@ def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
             f"study {study.study_name!r} was started with other settings ({'; '.join(diff)}); "
             "resume it with the same command, or use another hydra.sweep.dir"
         )
+
+
+def check_launcher_gpus(launcher: dict[str, Any], device: str, gpus: int) -> str | None:
+    """Refuse a submitit launcher that would hide the GPUs from jobs that want one (their
+    device=auto would silently train on the CPU); a warning for a partial view, else None."""
+    target = str(launcher.get("_target_", ""))
+    if "submitit" not in target or device == "cpu":
+        return None
+    asked = launcher.get("gpus_per_node") or launcher.get("gpus_per_task") or (
+        "gpu" in str(launcher.get("gres") or ""))
+    if target.endswith("SlurmLauncher") and not asked:
+        raise SweepError(
+            f"hydra/launcher=submitit_slurm without hydra.launcher.gpus_per_node (or "
+            f"gpus_per_task, gres) gives each job no GPU, so device={device} would not get "
+            "one: add hydra.launcher.gpus_per_node=1, or device=cpu to train on CPUs")
+    if target.endswith("LocalLauncher") and gpus:
+        if not asked:
+            raise SweepError(
+                "hydra/launcher=submitit_local sets CUDA_VISIBLE_DEVICES='' for its jobs unless "
+                f"hydra.launcher.gpus_per_node is set, so device={device} would train on the "
+                f"CPU: add hydra.launcher.gpus_per_node={gpus} (each job then sees every GPU "
+                "and takes trial number modulo GPUs), or device=cpu")
+        if int(launcher.get("gpus_per_node") or 0) < gpus:
+            return (f"submitit_local with gpus_per_node={launcher.get('gpus_per_node')} shows "
+                    f"each job only the first of {gpus} GPUs (hydra#2757): the trials share them")
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -244,7 +269,8 @@ def _trial_row(t: FrozenTrial, sweep_dir: Path) -> dict[str, Any]:
 
 def summarize(study: optuna.Study, sweep_dir: Path, n_trials: int,
               storage: str | None = None) -> dict[str, Any]:
-    """The sweep's summary: best trial (value, params, overrides, config file), failures."""
+    """The sweep's summary: best trial (value, params, overrides, config file), failures,
+    and one row per trial."""
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
@@ -256,6 +282,7 @@ def summarize(study: optuna.Study, sweep_dir: Path, n_trials: int,
         "objective": study.user_attrs.get(FINGERPRINT, {}).get("objective"),
         "n_trials": n_trials, "states": states, "best": None,
         "failures": [_trial_row(t, sweep_dir) for t in failures(study)],
+        "trials": [_trial_row(t, sweep_dir) for t in trials],
     }
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
@@ -278,6 +305,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     best = summary["best"]
     for b in best if isinstance(best, list) else [best] if best else []:
         value = b.get("value", b.get("values"))
+        value = f"{value:.6g}" if isinstance(value, float) else value
         lines.append(f"best: trial {b['number']} {summary['objective'] or 'value'}={value} "
                      f"{' '.join(f'{k}={v}' for k, v in b['params'].items())}")
         lines.append(f"      dir {b['dir']}")
@@ -292,10 +320,6 @@ def write_summary(summary: dict[str, Any], sweep_dir: Path) -> Path:
     path = sweep_dir / SUMMARY
     path.write_text(json.dumps(summary, indent=2, default=str, allow_nan=True) + "\n")
     return path
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def main(argv: list[str] | None = None) -> int:

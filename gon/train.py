@@ -124,10 +124,12 @@ class _Job:
         self.model = build_model(cfg, channels=c).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr)
         self.step, self.best, self.last_train = 0, None, {}
+        self.history: list[dict[str, float]] = []  # step + train losses, for the curves
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.step, self.best, self.last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
+            self.history = ckpt.get("history", [])
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
         self.train_step = TrainStep(self.model, self.coords, compile=self.t.compile)
@@ -150,7 +152,7 @@ class _Job:
         save_checkpoint(self.run_dir / "checkpoint.pt", {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "step": self.step, "rng": rng_state(), "best": self.best, "wandb_id": tracker.id,
-            "last_train": self.last_train,
+            "last_train": self.last_train, "history": self.history,
             "config": OmegaConf.to_container(self.cfg, resolve=True)})
 
     def evaluate(self, tracker: Tracker) -> dict[str, float]:
@@ -187,6 +189,7 @@ class _Job:
             end = step == t.max_steps
             if end or not (step % t.log_every and step % t.eval_every and step % t.ckpt_every):
                 self.last_train = _mean_losses(pending, step, t.lr)
+                self.history.append({"step": step, **self.last_train})
                 speed = (step - tic_step) * t.batch_size / (time.perf_counter() - tic)
                 tic, tic_step = time.perf_counter(), step
                 tracker.log({**self.last_train, "images_per_s": speed}, step=step)

@@ -1,0 +1,320 @@
+"""Optuna sweeps (gon_optuna sweeper, conf/hparams_search/): the 16-variant grid and its
+resume, failed trials, joblib, submitit_local, the TPE overlay with W&B groups, a killed
+sweeper; and the gon.sweep helpers on in-memory studies.
+
+$ python -m pytest tests/test_sweeps.py -q          # add -m "not slow" for the helpers only
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import CONF_DIR, TINY, subprocess_env
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+from wandb_reader import read_run
+
+from gon import sweep as sw
+
+ROOT = Path(__file__).resolve().parents[1]
+AXES = ("encoding", "block", "loss", "latent_reduction")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _args(data_dir: Path, sweep_dir: Path, *overrides: str, drop: tuple[str, ...] = ()) -> list:
+    tiny = [o for o in TINY if o.split("=")[0] not in drop]
+    return [sys.executable, "-m", "gon.train", "-m", *tiny, f"paths.data_dir={data_dir}",
+            f"hydra.sweep.dir={sweep_dir}", *overrides]
+
+
+def _sweep(tmp_path: Path, args: list, ok: bool = True) -> str:
+    proc = subprocess.run(args, cwd=ROOT, env=subprocess_env(tmp_path), capture_output=True,
+                          text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == ok, out[-6000:]
+    return out
+
+
+def _study(sweep_dir: Path) -> optuna.Study:
+    name = json.loads((sweep_dir / sw.RECORD).read_text())["study_name"]
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / sw.DEFAULT_DB}")
+
+
+def _states(study: optuna.Study) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    return states
+
+
+def _objective(run_dir: Path) -> float:
+    return json.loads((run_dir / "metrics.json").read_text())["objective"]
+
+
+# ------------------------------------------------------------------ CLI sweeps (slow)
+@pytest.mark.slow
+def test_variants_grid_trains_each_variant_once(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "variants"
+    args = _args(data_dir, sweep_dir, "hparams_search=variants")
+    out = _sweep(tmp_path, args)
+    study = _study(sweep_dir)
+    assert study.study_name.startswith("gon-variants-digits-")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    assert _states(study) == {"COMPLETE": 16}, out[-3000:]
+    variants = {tuple(t.params[a] for a in AXES) for t in study.trials}
+    assert len(variants) == 16
+    for t in study.trials:  # subdir = trial number, its metrics = the trial's value
+        assert _objective(sweep_dir / str(t.number)) == pytest.approx(t.value)
+    summary = json.loads((sweep_dir / sw.SUMMARY).read_text())
+    assert summary["best"]["value"] == max(t.value for t in study.trials)
+    assert summary["best"]["number"] == study.best_trial.number and not summary["failures"]
+    assert Path(summary["best"]["config"]).exists()
+    assert f"best: trial {study.best_trial.number}" in out
+
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/checkpoint.pt")}
+    assert len(stamps) == 16
+    out = _sweep(tmp_path, args)  # the same command again: nothing to do
+    assert "nothing to launch" in out and "Launching" not in out, out[-3000:]
+    assert len(_study(sweep_dir).trials) == 16 and not (sweep_dir / "16").exists()
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    out = _sweep(tmp_path, [*args, "train.max_steps=4"], ok=False)  # another config: refused
+    assert "started with other settings" in out and "train.max_steps" in out
+    assert len(_study(sweep_dir).trials) == 16
+
+
+@pytest.mark.slow
+def test_failed_trials_are_recorded_with_joblib(tmp_path: Path, data_dir: Path) -> None:
+    """2 joblib workers; lr=-1 fails in the job (ConfigError), latent_reduction=nope fails
+    to compose (the batch is retried one trial at a time); the valid trials finish."""
+    sweep_dir = tmp_path / "failing"
+    args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none",
+                 "block=siren", "loss=mse", "latent_reduction=choice(mean,nope)",
+                 "train.lr=choice(0.001,0.002,-1)", "hydra.sweeper.max_failure_rate=0.75",
+                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    out = _sweep(tmp_path, args)
+    assert "2 at once" in out and "is launching 2 jobs" in out, out[-3000:]
+    study = _study(sweep_dir)
+    assert _states(study) == {"COMPLETE": 2, "FAIL": 4}
+    for t in study.trials:
+        bad = t.params["train.lr"] < 0 or t.params["latent_reduction"] == "nope"
+        assert (t.state == TrialState.FAIL) == bad
+        if t.params["latent_reduction"] == "nope":
+            assert "latent_reduction/nope" in t.user_attrs[sw.ERROR]
+        elif bad:
+            assert "train.lr=-1" in t.user_attrs[sw.ERROR]
+    summary = json.loads((sweep_dir / sw.SUMMARY).read_text())
+    assert len(summary["failures"]) == 4 and summary["best"]["params"]["train.lr"] > 0
+    _sweep(tmp_path, args)  # failed trials count as done: nothing is retried
+    assert len(_study(sweep_dir).trials) == 6
+
+
+@pytest.mark.slow
+def test_tpe_overlay_three_trials_in_one_wandb_group(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "tpe"
+    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "hydra.sweeper.n_trials=3",
+                 "logger=wandb", "model.hidden_dim=choice(8,16)",
+                 drop=("logger", "model.hidden_dim"))
+    out = _sweep(tmp_path, args)
+    study = _study(sweep_dir)
+    assert study.study_name.startswith("gon-tpe-digits-")
+    assert _states(study) == {"COMPLETE": 3}, out[-3000:]
+    for t in study.trials:
+        assert set(t.params) == {"train.lr", "model.hidden_dim", "block.w0"}
+        assert 1e-4 <= t.params["train.lr"] <= 1e-2 and t.params["model.hidden_dim"] in (8, 16)
+        (run_dir,) = (sweep_dir / str(t.number) / "wandb").glob("offline-run-*")
+        run = read_run(run_dir)
+        assert run["run"]["group"] == study.study_name and run["run"]["job_type"] == "train"
+        assert run["config"]["train"]["lr"] == pytest.approx(t.params["train.lr"])
+        assert {"dataset", *AXES} <= set(run["config"])
+        assert run["config"]["block"]["w0"] == pytest.approx(t.params["block.w0"])
+
+
+@pytest.mark.slow
+def test_submitit_local_and_a_variant_without_w0(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "submitit"
+    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "block=relu",
+                 "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                 "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5")
+    out = _sweep(tmp_path, args)
+    assert "not searching block.w0" in out
+    study = _study(sweep_dir)
+    assert _states(study) == {"COMPLETE": 2}, out[-3000:]
+    assert all("block.w0" not in t.params for t in study.trials)
+    assert (sweep_dir / ".submitit").is_dir()
+    for t in study.trials:
+        assert math.isfinite(_objective(sweep_dir / str(t.number)))
+
+
+@pytest.mark.slow
+def test_killed_sweeper_leaves_no_running_trial(tmp_path: Path, data_dir: Path) -> None:
+    """SIGKILL mid-trial; the same command again re-runs that trial in its own dir (resuming
+    its checkpoint) and finishes the grid; the killed trial is recorded as interrupted."""
+    sweep_dir = tmp_path / "killed"
+    args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none",
+                 "block=siren", "loss=mse", "train.max_steps=150", "train.ckpt_every=5",
+                 drop=("train.max_steps", "train.ckpt_every"))
+    proc = subprocess.Popen(args, cwd=ROOT, env=subprocess_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (sweep_dir / "0" / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (sweep_dir / "0" / "metrics.json").exists(), "finished before the kill"
+    assert _states(_study(sweep_dir)) == {"RUNNING": 1}
+
+    out = _sweep(tmp_path, args)
+    assert "re-queued 1 interrupted trial(s): [0]" in out and "resuming" in out, out[-3000:]
+    study = _study(sweep_dir)
+    assert _states(study) == {"FAIL": 1, "COMPLETE": 2}
+    (killed,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert killed.number == 0 and killed.user_attrs[sw.INTERRUPTED]
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.user_attrs[sw.DIR] == "0" and retry.params == killed.params
+    assert _objective(sweep_dir / "0") == pytest.approx(retry.value)
+    assert json.loads((sweep_dir / sw.SUMMARY).read_text())["states"]["INTERRUPTED"] == 1
+
+
+# ------------------------------------------------------------------ helpers (fast)
+def _hydra_cfg(*overrides: str) -> DictConfig:
+    """conf/ composed with its hydra node (as the sweeper sees it)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_basic_sweeper_stays_the_default_and_overlays_compose() -> None:
+    # -m block=siren,modulated keeps meaning exactly those two jobs
+    assert _hydra_cfg().hydra.sweeper._target_.endswith("BasicSweeper")
+    for name, sampler in (("variants", "GridSampler"), ("tpe", "TPESampler")):
+        cfg = _hydra_cfg(f"hparams_search={name}")
+        sweeper = cfg.hydra.sweeper
+        assert sweeper._target_.endswith("GonOptunaSweeper") and sweeper.direction == "maximize"
+        assert sweeper.sampler._target_.endswith(sampler) and cfg.optimized_metric == "val/psnr"
+        assert sweeper.storage is None and sweeper.study_name is None
+    assert set(sweeper.params) == {"train.lr", "model.hidden_dim", "model.latent_dim",
+                                   "model.num_layers", "block.w0"}
+
+
+def test_variants_grid_is_the_16_variants() -> None:
+    sweeper = _hydra_cfg("hparams_search=variants").hydra.sweeper
+    assert sweeper.n_trials == 16
+    assert {k: str(v) for k, v in sweeper.params.items()} == {
+        "encoding": "choice(nerf, none)", "block": "choice(siren, modulated)",
+        "loss": "choice(mse, bce)", "latent_reduction": "choice(mean, sum)"}
+
+
+def test_study_record_is_reused_and_mismatches_refused(tmp_path: Path) -> None:
+    assert sw.recorded_study(tmp_path, None, None) is None
+    sw.record_study(tmp_path, "gon-variants-digits-1", None)
+    assert sw.recorded_study(tmp_path, None, None) == "gon-variants-digits-1"
+    assert sw.recorded_study(tmp_path, "gon-variants-digits-1", None) == "gon-variants-digits-1"
+    with pytest.raises(sw.SweepError, match="holds study 'gon-variants-digits-1'"):
+        sw.recorded_study(tmp_path, "other", None)
+    with pytest.raises(sw.SweepError, match="another hydra.sweep.dir"):
+        sw.recorded_study(tmp_path, None, "postgresql://u:secret@db/gon")
+    pg = tmp_path / "pg"
+    sw.record_study(pg, "s", "postgresql://u:secret@db/gon")
+    assert "secret" not in (pg / sw.RECORD).read_text()
+    assert sw.recorded_study(pg, None, "postgresql://u:secret@db/gon") == "s"
+    assert sw.resolve_storage(tmp_path / "new", None).endswith(f"/new/{sw.DEFAULT_DB}")
+
+
+def test_default_study_name_is_readable_and_unique(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = sw.default_study_name("variants", "mnist", url)
+    assert first.startswith("gon-variants-mnist-20")
+    optuna.create_study(study_name=first, storage=url)
+    second = sw.default_study_name("variants", "mnist", url)  # -2, or a later second's name
+    assert second != first and second.startswith("gon-variants-mnist-20")
+
+
+def test_direction_must_suit_the_metric() -> None:
+    sw.check_direction("val/psnr", ["maximize"])
+    sw.check_direction("val/mse", ["minimize"])
+    with pytest.raises(sw.SweepError, match="direction=maximize"):
+        sw.check_direction("val/mse", ["maximize"])
+
+
+def test_fingerprint_is_stored_then_enforced() -> None:
+    study = optuna.create_study()
+    fp = {"overrides": ["hparams_search=variants"], "params": {}, "directions": ["maximize"]}
+    sw.check_fingerprint(study, fp)
+    sw.check_fingerprint(study, fp)
+    with pytest.raises(sw.SweepError, match="other settings.*overrides"):
+        sw.check_fingerprint(study, {**fp, "overrides": ["dataset=mnist"]})
+
+
+def test_stale_trials_are_failed_and_requeued() -> None:
+    study = optuna.create_study()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    crashed, alive, remote = (study.ask() for _ in range(3))
+    for trial in (crashed, alive, remote):
+        trial.suggest_float("x", 0, 1)
+        sw.claim(trial)
+    crashed.set_user_attr(sw.OWNER, f"{sw.HOST}:{dead.pid}")  # its sweeper died here
+    remote.set_user_attr(sw.OWNER, "elsewhere:1")  # another machine, silent for 10 minutes
+    remote.set_user_attr(sw.BEAT, time.time() - 600)
+    assert sw.budget(study) == (0, 3)
+    assert sw.recover_stale(study, stale_after_s=300) == [crashed.number, remote.number]
+    assert sw.budget(study) == (0, 1)  # interrupted trials do not count; the copies will
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in waiting] == [crashed.params, remote.params]
+    assert [t.user_attrs[sw.DIR] for t in waiting] == [str(crashed.number), str(remote.number)]
+    retry = study.ask()  # the queue comes first, with its parameters and run dir
+    assert retry.params == crashed.params and sw.claim(retry) == str(crashed.number)
+    study.tell(retry, 0.5)
+    study.tell(alive, state=TrialState.FAIL)
+    assert sw.budget(study) == (2, 0) and [t.number for t in sw.failures(study)] == [alive.number]
+
+
+def test_summary_names_best_trial_and_failures(tmp_path: Path) -> None:
+    study = optuna.create_study(direction="maximize")
+    for x in (0.2, 0.9, None):
+        trial = study.ask()
+        trial.suggest_float("train.lr", 0, 1)
+        trial.set_user_attr("block", "siren")  # a fixed override, as the sweeper stores it
+        sw.claim(trial)
+        if x is None:
+            trial.set_user_attr(sw.ERROR, "DivergenceError: loss became non-finite")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, x)
+    summary = sw.summarize(study, tmp_path, n_trials=3)
+    assert summary["best"]["number"] == 1 and summary["best"]["value"] == 0.9
+    assert "block=siren" in summary["best"]["overrides"]
+    assert summary["best"]["dir"] == str(tmp_path / "1")
+    assert [f["number"] for f in summary["failures"]] == [2]
+    assert summary["states"] == {"COMPLETE": 2, "FAIL": 1}
+    text = sw.format_summary(summary)
+    assert "best: trial 1" in text and "failed: trial 2" in text and "DivergenceError" in text
+    assert json.loads(sw.write_summary(summary, tmp_path).read_text()) == summary
+
+
+def test_launcher_gpu_guard() -> None:
+    slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}
+    local = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}
+    with pytest.raises(sw.SweepError, match="gpus_per_node=1"):
+        sw.check_launcher_gpus(slurm, "auto", gpus=0)
+    assert sw.check_launcher_gpus({**slurm, "gpus_per_node": 1}, "auto", gpus=0) is None
+    assert sw.check_launcher_gpus(slurm, "cpu", gpus=0) is None
+    with pytest.raises(sw.SweepError, match="CUDA_VISIBLE_DEVICES=''.*gpus_per_node=4"):
+        sw.check_launcher_gpus(local, "cuda", gpus=4)
+    assert "hydra#2757" in sw.check_launcher_gpus({**local, "gpus_per_node": 1}, "auto", 4)
+    assert sw.check_launcher_gpus({**local, "gpus_per_node": 4}, "auto", gpus=4) is None
+    assert sw.check_launcher_gpus(local, "auto", gpus=0) is None  # a CPU machine
+    assert sw.check_launcher_gpus({"_target_": "x.JoblibLauncher"}, "auto", gpus=8) is None

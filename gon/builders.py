@@ -108,7 +108,8 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def resolve_device(name: str, job_num: int | None = None) -> torch.device:
-    """'auto' -> cuda (cuda:<job_num % device count> in a multirun) if available, else cpu."""
+    """'auto' -> cuda (cuda:<job_num % device count> in a multirun) if available, else cpu;
+    'cuda' -> the same GPU, or an error without CUDA (never a silent CPU fallback)."""
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -119,6 +120,8 @@ def resolve_device(name: str, job_num: int | None = None) -> torch.device:
         raise ValueError(f"device={name!r} (must be auto, cpu, cuda or cuda:<index>)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here (use device=auto)")
+    if device.type == "cuda" and device.index is None:  # like auto, but CUDA or an error
+        device = torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
     return device
 
 

@@ -34,6 +34,7 @@ SUMMARY = "summary.json"
 OWNER, BEAT, DIR = "sweep:owner", "sweep:heartbeat", "sweep:dir"
 ERROR, INTERRUPTED, FINGERPRINT = "sweep:error", "sweep:interrupted", "sweep:fingerprint"
 HOST = socket.gethostname()
+MAX_RETRIES = 3  # an interrupted trial is re-run at most this often, then counts as failed
 
 
 class SweepError(RuntimeError):
@@ -182,20 +183,30 @@ def claim(trial: Trial, subdir: str | None = None) -> str:
     return subdir
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+def requeue(study: optuna.Study, trial: FrozenTrial, count: bool = True) -> None:
     """Mark a RUNNING trial interrupted (FAIL) and queue a copy with the same parameters and
-    run subdir; the copy is what study.ask() returns next."""
-    storage = study._storage
+    run subdir; the copy is what study.ask() returns next. A trial interrupted more than
+    MAX_RETRIES times (`count`: Ctrl-C does not count) is failed for good instead."""
+    history = list(trial.system_attrs.get("retry_history", []))
+    history += [trial.number] if count else []
+    storage, give_up = study._storage, len(history) > MAX_RETRIES
     try:
-        storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        if give_up:
+            msg = f"interrupted {len(history)} times (trials {history}); not retried"
+            storage.set_trial_user_attr(trial._trial_id, ERROR, msg)
+        else:
+            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # finished meanwhile, or another sweeper recovered it first
+    if give_up:
+        return
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in (OWNER, BEAT)}
     system = {k: v for k, v in trial.system_attrs.items() if k != "fixed_params"}
+    system.update(failed_trial=system.get("failed_trial", trial.number), retry_history=history)
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs=attrs, system_attrs={**system, "failed_trial": trial.number}))
+        user_attrs=attrs, system_attrs=system))
 
 
 def recover_stale(study: optuna.Study, stale_after_s: float) -> list[int]:

@@ -246,4 +246,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    # Hydra 1.4 takes hydra.mode from config.yaml or the command line only, not from an overlay:
+    # an Optuna sweep (hparams_search=<name>) runs as a multirun without typing -m
+    if any(a.startswith("hparams_search=") and a != "hparams_search=null" for a in sys.argv) \
+            and not any(a.startswith("-") for a in sys.argv[1:]):
+        sys.argv.insert(1, "--multirun")
     main()

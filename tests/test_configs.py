@@ -17,12 +17,13 @@ from gon import GON
 from gon.builders import build_model, validate_config
 from gon.data import DATASETS
 
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+GROUPS = ["block", "dataset", "encoding", "latent_reduction", "logger", "loss"]  # one per axis
+OVERLAYS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in GROUPS)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
 def test_groups_are_the_variant_axes() -> None:
-    assert set(GROUPS) >= {"dataset", "block", "encoding", "loss", "latent_reduction", "logger"}
+    assert set(OVERLAYS) <= {"hydra", "hparams_search", "experiment"}
     options = {g: {o for gg, o in OPTIONS if gg == g} for g in GROUPS}
     assert options["block"] == {"siren", "modulated", "relu"}
     assert options["encoding"] == {"none", "nerf", "gaussian"}
@@ -42,6 +43,14 @@ def test_every_option_composes_validates_and_builds(group: str, option: str) -> 
     assert isinstance(model, GON)
     out = model(torch.zeros(1, 4, 4, 2), torch.zeros(2, cfg.model.latent_dim))
     assert out.shape == (2, 4, 4, 3 if option == "cifar10" else 1)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{g}={f.stem}" for g in OVERLAYS if g != "hydra" for f in (CONF_DIR / g).glob("*.yaml")],
+)
+def test_every_overlay_option_composes(override: str) -> None:
+    validate_config(compose_config([override]))
 
 
 def test_unknown_option_lists_the_choices() -> None:

@@ -34,7 +34,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def _args(data_dir: Path, sweep_dir: Path, *overrides: str, drop: tuple[str, ...] = ()) -> list:
     tiny = [o for o in TINY if o.split("=")[0] not in drop]
-    return [sys.executable, "-m", "gon.train", "-m", *tiny, f"paths.data_dir={data_dir}",
+    return [sys.executable, "-m", "gon.train", *tiny, f"paths.data_dir={data_dir}",
             f"hydra.sweep.dir={sweep_dir}", *overrides]
 
 
@@ -280,6 +280,22 @@ def test_stale_trials_are_failed_and_requeued() -> None:
     study.tell(retry, 0.5)
     study.tell(alive, state=TrialState.FAIL)
     assert sw.budget(study) == (2, 0) and [t.number for t in sw.failures(study)] == [alive.number]
+
+
+def test_a_trial_interrupted_too_often_fails_for_good() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    sw.claim(trial)
+    sw.requeue(study, study.trials[-1], count=False)  # Ctrl-C: re-queued, not counted
+    for _ in range(sw.MAX_RETRIES + 1):
+        sw.claim(retry := study.ask())
+        assert retry.params == trial.params
+        sw.requeue(study, study.trials[retry.number])
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    (last,) = sw.failures(study)
+    assert f"interrupted {sw.MAX_RETRIES + 1} times" in last.user_attrs[sw.ERROR]
+    assert sw.budget(study) == (1, 0)
 
 
 def test_summary_names_best_trial_and_failures(tmp_path: Path) -> None:

@@ -119,6 +119,8 @@ class ResumableSweep(OptunaSweeperImpl):
             "directions": directions, "objective": metric,
         }
         study = self._open_study(directions, fingerprint)
+        if study.trials:  # resuming: a sampler seeded as before would repeat its first draws
+            study.sampler.reseed_rng()
         batch = self._batch_size(n_trials)
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         log.info("study %s in %s: %s, %s, budget %d trials, %d at once", study.study_name,
@@ -145,37 +147,35 @@ class ResumableSweep(OptunaSweeperImpl):
 
     def _run(self, study: optuna.Study, trials: list[Trial], space: dict[str, BaseDistribution],
              fixed: dict[str, Any], fixed_overrides: list[str]) -> None:
-        """Launch one batch and tell its results; on an interrupt, re-queue what was running."""
+        """Launch one batch and tell its results. A trial whose overrides do not compose fails
+        here, unlaunched (in a joblib batch it would abort its neighbours). If the launcher
+        itself fails (a killed worker, a SLURM error) or the sweeper is interrupted, the
+        batch's running trials are re-queued for the next run and the sweep stops."""
         try:
             subdirs = [sw.claim(t) for t in trials]
-            overrides = [
-                (*o, f"hydra.sweep.subdir={d}",
-                 f"++hydra.job.env_set.WANDB_RUN_GROUP={study.study_name}")
-                for o, d in zip(self._configure_trials(trials, space, fixed, fixed_overrides),
-                                subdirs, strict=True)
-            ]
-            returns = self._launch(trials, overrides)
-            for trial, ret in zip(trials, returns, strict=True):
+            launch = []
+            for trial, o, d in zip(trials, self._configure_trials(
+                    trials, space, fixed, fixed_overrides), subdirs, strict=True):
+                o = (*o, f"hydra.sweep.subdir={d}",
+                     f"++hydra.job.env_set.WANDB_RUN_GROUP={study.study_name}")
+                try:
+                    self.hydra_context.config_loader.load_sweep_config(self.config, list(o))
+                    launch.append((trial, o))
+                except Exception as e:
+                    self._tell(study, trial, e)
+            if not launch:
+                return
+            ready = [t for t, _ in launch]
+            with sw.heartbeat(ready, self.heartbeat_s):
+                returns = self.launcher.launch([o for _, o in launch],
+                                               initial_job_idx=ready[0].number)
+            for trial, ret in zip(ready, returns, strict=True):
                 self._tell(study, trial, ret)
-        except BaseException:
+        except BaseException as e:
             for t in trials:
-                if study._storage.get_trial(t._trial_id).state == TrialState.RUNNING:
-                    sw.requeue(study, study._storage.get_trial(t._trial_id))
+                if (frozen := study._storage.get_trial(t._trial_id)).state == TrialState.RUNNING:
+                    sw.requeue(study, frozen, count=not isinstance(e, KeyboardInterrupt))
             raise
-
-    def _launch(self, trials: list[Trial], overrides: list[tuple[str, ...]]
-                ) -> list[JobReturn | Exception]:
-        """The batch's job returns; if the launcher itself fails (e.g. a trial's overrides do
-        not compose), the batch is launched again one trial at a time to isolate the culprit."""
-        try:
-            with sw.heartbeat(trials, self.heartbeat_s):
-                return list(self.launcher.launch(overrides, initial_job_idx=trials[0].number))
-        except Exception as e:
-            if len(trials) == 1:
-                return [e]
-            log.warning("launching %d trials failed (%s); launching them one at a time",
-                        len(trials), _one_line(e))
-            return [self._launch([t], [o])[0] for t, o in zip(trials, overrides, strict=True)]
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn | Exception) -> None:
         n = len(study.directions)

@@ -1,0 +1,177 @@
+"""The DVC pipeline: dvc.yaml/params.yaml consistency (fast), and a shrunk `dvc repro` in a
+temporary copy of the repo (slow): metrics, PNGs, W&B runs, a no-op rerun, what a change reruns.
+
+$ python -m pytest tests/test_pipeline.py -q            # -m "not slow" for the fast checks only
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import compose_config, subprocess_env
+from PIL import Image
+from wandb_reader import read_run
+
+from gon.builders import validate_config
+from gon.report import GRIDS
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# what a stage's code is: its entry modules, with everything of this repo they import
+ENTRY = {"sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
+                   "hydra_plugins.gon_sweeper._impl"],
+         "evaluate": ["gon.evaluate", "gon.report"]}
+# a shrunk pipeline: 4 variants (encoding and loss fixed), tiny models, a few steps
+TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 "
+              "train.batch_size=32 train.log_every=5 eval.num_images=64 eval.fit_images=128")
+TINY_PARAMS = {"datasets": ["digits"],
+               "sweep": {"dataset": "digits", "max_steps": 20, "n_jobs": 2,
+                         "overrides": TINY_SWEEP},
+               "evaluate": {"probe_images": 200, "grid_rows": 4}}
+
+
+def _sweep_overrides(params: dict) -> list[str]:
+    s = params["sweep"]
+    return ["hparams_search=variants", f"dataset={s['dataset']}",
+            f"train.max_steps={s['max_steps']}", *s["overrides"].split()]
+
+
+def test_params_are_pipeline_knobs_only() -> None:
+    cfg = compose_config(_sweep_overrides(PARAMS))
+    validate_config(cfg)  # what the sweep stage passes on composes and is valid
+    assert not set(PARAMS) & set(cfg), "a params.yaml key restates a conf/ key"
+    assert PARAMS["sweep"]["dataset"] in PARAMS["datasets"]  # fetched before it is trained on
+    for knob in ("dataset", "max_steps", "n_jobs", "overrides"):
+        assert f"${{sweep.{knob}}}" in STAGES["sweep"]["cmd"]
+    for knob in PARAMS["evaluate"]:
+        assert f"${{evaluate.{knob}}}" in STAGES["evaluate"]["cmd"]
+    validate_config(compose_config(_sweep_overrides(TINY_PARAMS)))
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(ENTRY))
+def test_code_deps_cover_what_the_stage_imports(stage: str) -> None:
+    code = ("import importlib, sys\n"
+            f"for m in {ENTRY[stage]!r}: importlib.import_module(m)\n"
+            "files = [getattr(m, '__file__', None) for m in list(sys.modules.values())]\n"
+            "print('\\n'.join(str(f) for f in files))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    files = [Path(f) for f in out.split() if f.endswith(".py") and Path(f).is_absolute()]
+    ours = {f.resolve().relative_to(ROOT).as_posix() for f in files
+            if f.resolve().is_relative_to(ROOT) and ".venv" not in f.parts}
+    deps = STAGES[stage]["deps"]
+    assert ours and not [f for f in sorted(ours) if not _covered(f, deps)]
+
+
+def test_deps_keep_tracking_and_evaluation_out_of_training() -> None:
+    sweep = STAGES["sweep"]["deps"]
+    for path in ("gon/evaluate.py", "gon/report.py", "conf/logger/wandb.yaml", "params.yaml"):
+        assert not _covered(path, sweep), f"editing {path} would retrain"
+    assert STAGES["sweep"]["params"] == ["sweep"] and STAGES["evaluate"]["params"] == ["evaluate"]
+    assert "outputs/sweep" in STAGES["evaluate"]["deps"] and STAGES["sweep"]["outs"] == [
+        "outputs/sweep"]
+
+
+def test_dvc_is_initialised_quietly() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".dvc" / "config")
+    assert config["core"]["analytics"] == "false" and config["core"]["check_update"] == "false"
+    assert "hydra" not in "".join(config.sections())  # params.yaml is not composed from conf/
+
+
+# ------------------------------------------------------------------------------------- slow
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
+    return out
+
+
+def _copy_repo(dest: Path) -> None:
+    """The working tree's tracked and unignored files, without results, as a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, files.split("\0")):
+        if name == "dvc.lock" or name.startswith("reports/") or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+
+
+def _commit(repo: Path, message: str) -> None:
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", message], cwd=repo, check=True, capture_output=True)
+
+
+def _status(repo: Path, env: dict[str, str]) -> dict:
+    return json.loads(_run(["dvc", "status", "--json"], repo, env) or "{}")
+
+
+@pytest.mark.slow
+def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
+    repo, dvc = tmp_path / "repo", [str(Path(sys.executable).with_name("dvc"))]
+    _copy_repo(repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    env = subprocess_env(tmp_path) | {"DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    _commit(repo, "a copy")
+    _run([*dvc, "repro"], repo, env)
+
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    names = {f"none-{b}-bce-{r}" for b in ("siren", "modulated") for r in ("mean", "sum")}
+    assert set(metrics) == names | {"best"}
+    for name in names:
+        assert all(math.isfinite(v) for v in metrics[name].values()), metrics[name]
+        for grid in GRIDS:
+            png = np.asarray(Image.open(repo / "reports" / "images" / name / f"{grid}.png"))
+            assert png.std() > 0, f"{name}/{grid}.png is blank"
+    assert (repo / "reports" / "index.html").exists()
+    assert len(list((repo / "reports" / "curves").glob("*.csv"))) == 4
+
+    study = json.loads((repo / "outputs" / "sweep" / "study.json").read_text())["study_name"]
+    runs = [read_run(d) for d in (repo / "reports" / "wandb").glob("offline-run-*")]
+    (summary,) = [r for r in runs if r["run"]["job_type"] == "summary"]
+    assert sorted(r["run"]["name"] for r in runs if r["run"]["job_type"] == "eval") == sorted(
+        names)
+    assert summary["history"][0]["variants/_type"] == "table-file"
+    assert summary["history"][0]["variants/nrows"] == 4
+    (train_run,) = (repo / "outputs" / "sweep" / "0" / "wandb").glob("offline-run-*")
+    assert {r["run"]["group"] for r in runs} == {read_run(train_run)["run"]["group"]} == {study}
+
+    start = time.perf_counter()  # a second repro does nothing
+    out = _run([*dvc, "repro"], repo, env)
+    assert "Data and pipelines are up to date" in out and "Running stage" not in out
+    print(f"no-op dvc repro: {time.perf_counter() - start:.1f} s")
+
+    _commit(repo, "results")
+    wandb_conf = repo / "conf" / "logger" / "wandb.yaml"  # a tracking setting retrains nothing
+    wandb_conf.write_text(wandb_conf.read_text().replace("project: gon", "project: other"))
+    assert _status(repo, env) == {}
+    params = yaml.safe_load((repo / "params.yaml").read_text())  # a sweep knob retrains
+    params["sweep"]["max_steps"] = 25
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(_status(repo, env)) == {"sweep"}  # evaluate follows once the sweep has rerun
+    subprocess.run(["git", "checkout", "--", "."], cwd=repo, check=True)
+
+    out = _run([*dvc, "exp", "run", "-S", "evaluate.grid_rows=2"], repo, env)
+    assert "Stage 'sweep' didn't change, skipping" in out and "Running stage 'evaluate'" in out
+    assert "evaluate.grid_rows" in _run([*dvc, "params", "diff"], repo, env)
+    with Image.open(repo / "reports" / "images" / "none-siren-bce-sum" / "superres.png") as img:
+        assert img.width == 2 * 34 + 2  # 2 columns of 4x renders of 8 px

@@ -219,14 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wandb", action="store_true", help="skip the W&B eval/summary runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # so autograd's cuBLAS calls find this GPU's context
     try:
-        variants = evaluate_sweep(args.sweep_dir, resolve_device(args.device),
-                                  args.probe_images, args.rows)
+        variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows)
     except FileNotFoundError as e:
         log.error("%s", e)
         return 1
     best = write_report(variants, args.reports_dir)
     log.info("best variant: %s; report: %s", best, args.reports_dir / "index.html")
+    (args.reports_dir / "wandb").mkdir(exist_ok=True)  # a DVC out, even without W&B runs
     if not args.no_wandb:
         log_wandb(variants, best, args.reports_dir, group_default=args.sweep_dir.name)
     return 0

@@ -125,9 +125,10 @@ def render_html(variants: list[Variant], best: str) -> str:
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     sections = []
     for v in order:
-        figs = "".join(
-            f'<figure><img src="images/{html.escape(v.name)}/{g}.png" alt="{g}">'
-            f"<figcaption>{CAPTIONS[g]}</figcaption></figure>" for g in GRIDS if g in v.grids)
+        figs = "".join(  # small grids shown at twice their size, pixels kept sharp
+            f'<figure><img src="images/{html.escape(v.name)}/{g}.png" alt="{g}" '
+            f'width="{min(2 * v.grids[g].shape[1], 640)}"><figcaption>{CAPTIONS[g]}</figcaption>'
+            "</figure>" for g in GRIDS if g in v.grids)
         sections.append(f'<h2 id="{v.name}">{html.escape(v.name)}</h2><p>run dir '
                         f"<code>{html.escape(str(v.run_dir))}</code></p>"
                         f'<div class="figs">{figs}<figure>{_svg_curve(v.curve)}'
@@ -135,7 +136,7 @@ def render_html(variants: list[Variant], best: str) -> str:
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
              "tr.best{background:#dfd}.figs{display:flex;flex-wrap:wrap;gap:12px}"
-             "img{image-rendering:pixelated;max-width:320px}figure{margin:0}")
+             "img{image-rendering:pixelated}figure{margin:0}")
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>GON variants</title>'
             f"<style>{style}</style></head><body><h1>GON variants</h1><p>Held-out split; sorted "
             f"by {metric} ({'higher' if higher else 'lower'} is better); best: <b>{best}</b>. "

@@ -110,6 +110,16 @@ def check_direction(metric: str | None, directions: list[str]) -> None:
             )
 
 
+def _change(key: str, old: Any, new: Any) -> str:
+    if isinstance(old, list) and isinstance(new, list):
+        return f"{key}: " + " ".join([f"-{x}" for x in old if x not in new]
+                                     + [f"+{x}" for x in new if x not in old])
+    if isinstance(old, dict) and isinstance(new, dict):
+        return "; ".join(f"{key}.{k}: {old.get(k)} -> {new.get(k)}" for k in sorted({*old, *new})
+                         if old.get(k) != new.get(k))
+    return f"{key}: {old} -> {new}"
+
+
 def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
     """Store what defines the study's trials on its first run; refuse to resume it with
     different overrides, search space or direction (the trials would not be comparable)."""
@@ -118,7 +128,7 @@ def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
         study.set_user_attr(FINGERPRINT, fingerprint)
         return
     if old != fingerprint:
-        diff = [f"{k}: {old.get(k)} -> {fingerprint.get(k)}" for k in sorted(fingerprint)
+        diff = [_change(k, old.get(k), fingerprint.get(k)) for k in sorted(fingerprint)
                 if old.get(k) != fingerprint.get(k)]
         raise SweepError(
             f"study {study.study_name!r} was started with other settings ({'; '.join(diff)}); "

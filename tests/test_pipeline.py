@@ -36,8 +36,8 @@ ENTRY = {"sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
 TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 "
               "train.batch_size=32 train.log_every=5 eval.num_images=64 eval.fit_images=128")
 TINY_PARAMS = {"datasets": ["digits"],
-               "sweep": {"dataset": "digits", "max_steps": 20, "n_jobs": 2,
-                         "overrides": TINY_SWEEP},
+               "sweep": {"dataset": "digits", "max_steps": 20, "launcher": "joblib",
+                         "n_jobs": 2, "overrides": TINY_SWEEP},
                "evaluate": {"probe_images": 200, "grid_rows": 4}}
 
 
@@ -52,7 +52,7 @@ def test_params_are_pipeline_knobs_only() -> None:
     validate_config(cfg)  # what the sweep stage passes on composes and is valid
     assert not set(PARAMS) & set(cfg), "a params.yaml key restates a conf/ key"
     assert PARAMS["sweep"]["dataset"] in PARAMS["datasets"]  # fetched before it is trained on
-    for knob in ("dataset", "max_steps", "n_jobs", "overrides"):
+    for knob in PARAMS["sweep"]:
         assert f"${{sweep.{knob}}}" in STAGES["sweep"]["cmd"]
     for knob in PARAMS["evaluate"]:
         assert f"${{evaluate.{knob}}}" in STAGES["evaluate"]["cmd"]

@@ -89,47 +89,58 @@ def test_variants_grid_trains_each_variant_once(tmp_path: Path, data_dir: Path) 
     assert len(_study(sweep_dir).trials) == 16 and not (sweep_dir / "16").exists()
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    out = _sweep(tmp_path, [*args, "train.max_steps=4"], ok=False)  # another config: refused
-    assert "started with other settings" in out and "train.max_steps" in out
+    out = _sweep(tmp_path, [*args, "model.num_layers=3"], ok=False)  # another config: refused
+    assert "started with other settings (overrides: -model.num_layers=2 +model.num_layers=3)" \
+        in out and "Traceback" not in out, out[-3000:]
+    out = _sweep(tmp_path, [*args, "hydra.sweeper.trials_per_gpu=2"], ok=False)
+    assert "trials_per_gpu needs visible GPUs" in out  # on this CPU machine
     assert len(_study(sweep_dir).trials) == 16
 
 
 @pytest.mark.slow
 def test_failed_trials_are_recorded_with_joblib(tmp_path: Path, data_dir: Path) -> None:
-    """2 joblib workers; lr=-1 fails in the job (ConfigError), latent_reduction=nope fails
-    to compose (the batch is retried one trial at a time); the valid trials finish."""
+    """2 joblib workers; lr=-1 fails in the job (ConfigError), latent_reduction=nope does not
+    compose (failed before launch, so its batch neighbour still runs). 4 failures of 6 stop
+    the sweep at the default max_failure_rate=0.5; allowing 0.75, a re-run finishes it."""
     sweep_dir = tmp_path / "failing"
     args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none",
-                 "block=siren", "loss=mse", "latent_reduction=choice(mean,nope)",
-                 "train.lr=choice(0.001,0.002,-1)", "hydra.sweeper.max_failure_rate=0.75",
-                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    out = _sweep(tmp_path, args)
+                 "block=siren", "loss=mse", "latent_reduction=choice(mean,sum,nope)",
+                 "train.lr=choice(0.001,-1)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    out = _sweep(tmp_path, args, ok=False)
     assert "2 at once" in out and "is launching 2 jobs" in out, out[-3000:]
+    assert "4 of 6 trials failed, more than max_failure_rate=0.5 allows" in out
+    assert json.loads((sweep_dir / sw.SUMMARY).read_text())["states"]["FAIL"] == 4
+    _sweep(tmp_path, [*args, "hydra.sweeper.max_failure_rate=0.75"])
     study = _study(sweep_dir)
     assert _states(study) == {"COMPLETE": 2, "FAIL": 4}
     for t in study.trials:
-        bad = t.params["train.lr"] < 0 or t.params["latent_reduction"] == "nope"
-        assert (t.state == TrialState.FAIL) == bad
-        if t.params["latent_reduction"] == "nope":
+        nope = t.params["latent_reduction"] == "nope"
+        assert (t.state == TrialState.FAIL) == (nope or t.params["train.lr"] < 0)
+        if nope:
             assert "latent_reduction/nope" in t.user_attrs[sw.ERROR]
-        elif bad:
+            assert not (sweep_dir / str(t.number)).exists()  # never launched
+        elif t.params["train.lr"] < 0:
             assert "train.lr=-1" in t.user_attrs[sw.ERROR]
     summary = json.loads((sweep_dir / sw.SUMMARY).read_text())
     assert len(summary["failures"]) == 4 and summary["best"]["params"]["train.lr"] > 0
-    _sweep(tmp_path, args)  # failed trials count as done: nothing is retried
+    out = _sweep(tmp_path, [*args, "hydra.sweeper.max_failure_rate=0.75"])
+    assert "nothing to launch" in out  # failed trials count as done: nothing is retried
     assert len(_study(sweep_dir).trials) == 6
 
 
 @pytest.mark.slow
-def test_tpe_overlay_three_trials_in_one_wandb_group(tmp_path: Path, data_dir: Path) -> None:
+def test_tpe_overlay_resumes_and_tracks_one_wandb_group(tmp_path: Path, data_dir: Path) -> None:
+    """2 TPE trials, then the same command with n_trials=3 adds one new trial (not a repeat
+    of the first draw); every trial's W&B run is in the study's group."""
     sweep_dir = tmp_path / "tpe"
-    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "hydra.sweeper.n_trials=3",
-                 "logger=wandb", "model.hidden_dim=choice(8,16)",
-                 drop=("logger", "model.hidden_dim"))
-    out = _sweep(tmp_path, args)
+    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "logger=wandb",
+                 "model.hidden_dim=choice(8,16)", drop=("logger", "model.hidden_dim"))
+    _sweep(tmp_path, [*args, "hydra.sweeper.n_trials=2"])
+    out = _sweep(tmp_path, [*args, "hydra.sweeper.n_trials=3"])
     study = _study(sweep_dir)
     assert study.study_name.startswith("gon-tpe-digits-")
     assert _states(study) == {"COMPLETE": 3}, out[-3000:]
+    assert len({t.params["train.lr"] for t in study.trials}) == 3
     for t in study.trials:
         assert set(t.params) == {"train.lr", "model.hidden_dim", "block.w0"}
         assert 1e-4 <= t.params["train.lr"] <= 1e-2 and t.params["model.hidden_dim"] in (8, 16)
@@ -163,7 +174,7 @@ def test_killed_sweeper_leaves_no_running_trial(tmp_path: Path, data_dir: Path) 
     its checkpoint) and finishes the grid; the killed trial is recorded as interrupted."""
     sweep_dir = tmp_path / "killed"
     args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none",
-                 "block=siren", "loss=mse", "train.max_steps=150", "train.ckpt_every=5",
+                 "block=siren", "loss=mse", "train.max_steps=100", "train.ckpt_every=5",
                  drop=("train.max_steps", "train.ckpt_every"))
     proc = subprocess.Popen(args, cwd=ROOT, env=subprocess_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -280,6 +291,17 @@ def test_stale_trials_are_failed_and_requeued() -> None:
     study.tell(retry, 0.5)
     study.tell(alive, state=TrialState.FAIL)
     assert sw.budget(study) == (2, 0) and [t.number for t in sw.failures(study)] == [alive.number]
+
+
+def test_heartbeat_refreshes_running_trials() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    sw.claim(trial)
+    trial.set_user_attr(sw.BEAT, 0.0)
+    with sw.heartbeat([trial], every_s=0.02):
+        time.sleep(0.2)
+    assert time.time() - study.trials[0].user_attrs[sw.BEAT] < 5
+    assert not sw.is_stale(study.trials[0], stale_after_s=60)
 
 
 def test_a_trial_interrupted_too_often_fails_for_good() -> None:

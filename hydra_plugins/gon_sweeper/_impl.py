@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,14 @@ class ResumableSweep(OptunaSweeperImpl):
 
     # ---------------------------------------------------------------- the loop
     def sweep(self, arguments: list[str]) -> None:
+        """Run (or resume) the study; a SweepError ends it with one error line and exit 1."""
+        try:
+            self._sweep(arguments)
+        except sw.SweepError as e:
+            log.error("%s", e)
+            sys.exit(1)
+
+    def _sweep(self, arguments: list[str]) -> None:
         cfg = self.config
         space, fixed, fixed_overrides, n_trials = self._search_space(arguments)
         directions = self._get_directions()

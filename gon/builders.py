@@ -68,6 +68,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.eval_every": _int_at_least(1),
     "train.ckpt_every": _int_at_least(1),
     "train.resume": _BOOL,
+    "train.step_path": (
+        (lambda v: v in ("auto", "autograd", "functional", "affine")),
+        "auto, autograd, functional or affine",
+    ),
     "eval.num_images": _int_at_least(1),
     "eval.fit_images": _int_at_least(2),
     "eval.grid_rows": _int_at_least(1),

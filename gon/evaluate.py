@@ -67,24 +67,8 @@ def find_runs(sweep_dir: Path) -> list[Path]:
 
 
 def encode(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int) -> torch.Tensor:
-    """Latents (N, d) as training made them, `batch` being the training batch size.
-
-    With latent_reduction=mean a latent is the gradient of a batch mean, so it scales with
-    1/batch: one step from the origin z0 gives z0 + (z_n - z0) * n / batch for a chunk of n;
-    more steps need chunks of exactly `batch` (the last padded). Samples do not interact
-    otherwise, and with latent_reduction=sum the chunk size does not matter.
-    """
-    if model.latent_reduction == "sum":
-        return model.encode(coords, images, batch_size=CHUNK)
-    if model.latent_updates == 1:
-        z0 = model.init_latent.detach()
-        return torch.cat([z0 + (model.encode(coords, c, batch_size=len(c)) - z0) * len(c) / batch
-                          for c in images.split(CHUNK)])
-    out = []
-    for chunk in images.split(batch):
-        pad = chunk.new_zeros(batch - len(chunk), *chunk.shape[1:])
-        out.append(model.encode(coords, torch.cat([chunk, pad]), batch_size=batch)[: len(chunk)])
-    return torch.cat(out)
+    """Latents (N, d) as training made them, `batch` being the training batch size."""
+    return model.encode(coords, images, batch_size=CHUNK, train_batch=batch)
 
 
 def render(model: GON, z: torch.Tensor, size: tuple[int, int], batch: int = 256) -> torch.Tensor:

@@ -80,6 +80,7 @@ def evaluate(
     fit_images: torch.Tensor,
     rows: int = 8,
     batch_size: int = 256,
+    train_batch: int | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Score reconstructions of held-out images; grid them and samples from a Gaussian fit.
 
@@ -90,7 +91,7 @@ def evaluate(
     model.eval()
     try:
         size = tuple(val_images.shape[1:3])
-        z = model.encode(coords, val_images, batch_size=batch_size)
+        z = model.encode(coords, val_images, batch_size, train_batch)
         recon = torch.cat([model.render(zb, size) for zb in z.split(batch_size)])
         metrics = image_metrics(recon, val_images)
 
@@ -98,7 +99,7 @@ def evaluate(
         n = min(max(1, rows // 2) * cols, len(val_images)) // cols * cols
         pairs = torch.stack([val_images[:n], recon[:n]])  # (2, n, H, W, C)
         pairs = pairs.unflatten(1, (-1, cols)).transpose(0, 1).flatten(0, 2)  # alternate rows
-        gauss = fit_gaussian(model.encode(coords, fit_images, batch_size=batch_size))
+        gauss = fit_gaussian(model.encode(coords, fit_images, batch_size, train_batch))
         cuda = [z.device.index or 0] if z.is_cuda else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(SAMPLE_SEED)

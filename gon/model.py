@@ -121,29 +121,43 @@ class GON(nn.Module):
 
     # -- inference helpers ---------------------------------------------------------------------
     def encode(
-        self, coords: torch.Tensor, target: torch.Tensor, batch_size: int = 256
+        self,
+        coords: torch.Tensor,
+        target: torch.Tensor,
+        batch_size: int = 256,
+        train_batch: int | None = None,
     ) -> torch.Tensor:
-        """Latents of ``target`` without a graph; usable under ``torch.no_grad()``.
+        """Latents of ``target`` (N, ...) -> (N, d) without a graph; fine under ``no_grad``.
 
-        With ``latent_reduction="mean"`` a latent scales with 1/batch, so encode with the
-        training batch size to see the latents the decoder was trained on.
+        With ``latent_reduction="mean"`` a latent is the gradient of a batch mean, so it scales
+        with 1/batch: pass ``train_batch`` (the training batch size) to get the latents the
+        decoder was trained on, whatever ``batch_size`` (the chunk encoded at once) is.
+        Samples do not interact otherwise; with "sum" the chunk size does not matter.
         """
         from gon.step import affine_applies, affine_latents
 
         self.check_shapes(coords, target)
         closed_form = affine_applies(self, coords)  # no autograd graph over the batch needed
+        rescale = self.latent_reduction == "mean" and train_batch is not None
+        if rescale and not closed_form:
+            batch_size = train_batch  # several steps: encode in padded batches of that size
 
         def logits(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             return self.decoder.logits(c, z)
 
         out = []
         for chunk in target.split(batch_size):
+            n = len(chunk)
             with torch.enable_grad():
                 if closed_form:
                     z, _ = affine_latents(self, logits, coords, chunk, self.init_latent)
+                    if rescale:  # one step: z = z0 - g / n, and training had z0 - g / train_batch
+                        z = self.init_latent + (z - self.init_latent) * n / train_batch
                 else:
+                    if rescale and n < batch_size:
+                        chunk = torch.cat([chunk, chunk.new_zeros(batch_size - n, *chunk.shape[1:])])
                     z, _ = self.infer_latents(coords, chunk)
-            out.append(z.detach())
+            out.append(z[:n].detach())
         return torch.cat(out)
 
     @torch.no_grad()

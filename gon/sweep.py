@@ -1,7 +1,7 @@
-"""Optuna sweeps over GON variants: study name and storage, resume bookkeeping, summary.
+"""Optuna sweeps over GON variants: study name and storage, resume checks, summary.
 
 The sweeper plugin (hydra_plugins/gon_sweeper, `hydra/sweeper=gon_optuna`) calls these; they
-are plain functions of a sweep dir or a study, so tests and scripts use them directly.
+are plain functions of a sweep dir or a study (per-trial bookkeeping: gon.sweep_trials).
 
 Usage:
     python -m gon.train hparams_search=variants hydra.sweep.dir=outputs/sweeps/v1  # run or resume
@@ -12,29 +12,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import FrozenTrial, TrialState
+
+from gon.sweep_trials import DIR, ERROR, INTERRUPTED, failures
 
 log = logging.getLogger(__name__)
 
 RECORD = "study.json"  # in the sweep dir: the study's name and storage, written on the first run
 DEFAULT_DB = "optuna.db"  # the sqlite file in the sweep dir when no storage URL is given
 SUMMARY = "summary.json"
-# trial user attributes this module owns (":" cannot occur in a Hydra override key)
-OWNER, BEAT, DIR = "sweep:owner", "sweep:heartbeat", "sweep:dir"
-ERROR, INTERRUPTED, FINGERPRINT = "sweep:error", "sweep:interrupted", "sweep:fingerprint"
-HOST = socket.gethostname()
-MAX_RETRIES = 3  # an interrupted trial is re-run at most this often, then counts as failed
+FINGERPRINT = "sweep:fingerprint"  # study user attribute: what its trials were run with
 
 
 class SweepError(RuntimeError):
@@ -160,114 +153,6 @@ def check_launcher_gpus(launcher: dict[str, Any], device: str, gpus: int) -> str
             return (f"submitit_local with gpus_per_node={launcher.get('gpus_per_node')} shows "
                     f"each job only the first of {gpus} GPUs (hydra#2757): the trials share them")
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def is_stale(trial: FrozenTrial, stale_after_s: float, now: float | None = None) -> bool:
-    """A RUNNING trial nobody will finish: its sweeper process on this host is gone, or its
-    heartbeat (written by the sweeper while the trial runs) is older than stale_after_s."""
-    now = time.time() if now is None else now
-    host, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
-    if host == HOST and pid.isdigit() and not _alive(int(pid)):
-        return True
-    start = trial.datetime_start.timestamp() if trial.datetime_start else now
-    return now - float(trial.user_attrs.get(BEAT, start)) > stale_after_s
-
-
-def claim(trial: Trial, subdir: str | None = None) -> str:
-    """Mark `trial` as this process's and give it a run subdir (a retried trial keeps its own,
-    so its job resumes from the checkpoint there); the subdir."""
-    subdir = subdir or trial.user_attrs.get(DIR) or str(trial.number)
-    trial.set_user_attr(OWNER, f"{HOST}:{os.getpid()}")
-    trial.set_user_attr(BEAT, time.time())
-    trial.set_user_attr(DIR, subdir)
-    return subdir
-
-
-def requeue(study: optuna.Study, trial: FrozenTrial, count: bool = True) -> None:
-    """Mark a RUNNING trial interrupted (FAIL) and queue a copy with the same parameters and
-    run subdir; the copy is what study.ask() returns next. A trial interrupted more than
-    MAX_RETRIES times (`count`: Ctrl-C does not count) is failed for good instead."""
-    history = list(trial.system_attrs.get("retry_history", []))
-    history += [trial.number] if count else []
-    storage, give_up = study._storage, len(history) > MAX_RETRIES
-    try:
-        if give_up:
-            msg = f"interrupted {len(history)} times (trials {history}); not retried"
-            storage.set_trial_user_attr(trial._trial_id, ERROR, msg)
-        else:
-            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return  # finished meanwhile, or another sweeper recovered it first
-    if give_up:
-        return
-    attrs = {k: v for k, v in trial.user_attrs.items() if k not in (OWNER, BEAT)}
-    system = {k: v for k, v in trial.system_attrs.items() if k != "fixed_params"}
-    system.update(failed_trial=system.get("failed_trial", trial.number), retry_history=history)
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs=attrs, system_attrs=system))
-
-
-def recover_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
-    """Fail and re-queue every stale RUNNING trial (see is_stale); their numbers."""
-    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-             if is_stale(t, stale_after_s)]
-    for t in stale:
-        requeue(study, t)
-    if stale:
-        log.warning("re-queued %d interrupted trial(s): %s", len(stale), [t.number for t in stale])
-    return [t.number for t in stale]
-
-
-def budget(study: optuna.Study) -> tuple[int, int]:
-    """(finished, running) trials counted against n_trials: an interrupted trial does not count
-    (its re-queued copy does), a trial whose job failed does (it is not retried)."""
-    finished = running = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING:
-            running += 1
-        elif t.state.is_finished() and not t.user_attrs.get(INTERRUPTED):
-            finished += 1
-    return finished, running
-
-
-def failures(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials whose job failed (not the interrupted ones)."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if not t.user_attrs.get(INTERRUPTED)]
-
-
-@contextmanager
-def heartbeat(trials: Iterable[Trial], every_s: float) -> Iterator[None]:
-    """Refresh the trials' heartbeat every `every_s` seconds while the block runs."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            for t in trials:
-                try:
-                    t.set_user_attr(BEAT, time.time())
-                except Exception as e:  # a flaky database must not kill the sweep
-                    log.debug("heartbeat of trial %d failed: %s", t.number, e)
-
-    thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _overrides(t: FrozenTrial) -> list[str]:

@@ -132,7 +132,10 @@ class _Job:
             self.history = ckpt.get("history", [])
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
-        self.train_step = TrainStep(self.model, self.coords, compile=self.t.compile)
+        try:  # a path that does not fit the model (affine with dropout, compiled autograd)
+            self.train_step = TrainStep(self.model, self.coords, self.t.compile, self.t.step_path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         variant = " ".join(f"{a}={cfg[a].name}" for a in VARIANT_AXES)
         log.info("training %s (%d images %dx%dx%d) on %s, %d params", variant, n, h, w, c,
                  device, sum(p.numel() for p in self.model.parameters()))
@@ -158,7 +161,7 @@ class _Job:
     def evaluate(self, tracker: Tracker) -> dict[str, float]:
         metric, step = self.metric, self.step
         metrics, grids = evaluate(self.model, self.coords, self.val, self.fit,
-                                  rows=self.cfg.eval.grid_rows)
+                                  rows=self.cfg.eval.grid_rows, train_batch=self.t.batch_size)
         if not math.isfinite(metrics[metric]):
             raise DivergenceError(f"{metric} is {metrics[metric]} at step {step}; stopping")
         if is_better(metric, metrics[metric], self.best):

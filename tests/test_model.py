@@ -274,3 +274,15 @@ def test_seed_readme_from_code_example_runs():
     loss.backward()
     assert recon.shape == image.shape and latent.shape == (1, 128)
     assert decoder.blocks[0].linear.weight.grad is not None
+
+
+@pytest.mark.parametrize("updates", [1, 2])
+def test_encode_mean_reduction_reproduces_training_batches(updates):
+    """With "mean", encode(train_batch=B) gives the latents a training batch of B gave."""
+    torch.manual_seed(6)
+    model = make_gon(reduction="mean", latent_updates=updates)
+    coords, x = make_grid(5, 5), torch.rand(4, 5, 5, 1)
+    z_train, _ = model.infer_latents(coords, x)  # a training batch of 4
+    for chunk in (1, 3, 7):
+        z = model.encode(coords, x, batch_size=chunk, train_batch=4)
+        torch.testing.assert_close(z, z_train.detach(), rtol=1e-5, atol=1e-6)

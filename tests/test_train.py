@@ -74,13 +74,15 @@ BAD = {
     "model.latent_updates=0": "model.latent_updates", "model.dropout=1.0": "model.dropout",
     "block.w0=0": "block.w0", "seed=-1": "seed", "device=tpu": "device",
     "optimized_metric=val/acc": "optimized_metric", "train.batch_size=100000": "batch_size",
+    "train.step_path=fast": "train.step_path",
+    "train.step_path=affine model.dropout=0.2": "path='affine' needs",
 }
 
 
 @pytest.mark.parametrize("override", list(BAD))
 def test_bad_value_is_one_clear_error(tiny_cfg, tmp_path: Path, override: str) -> None:
     with pytest.raises(ConfigError, match=BAD[override]) as err:
-        train(tiny_cfg(override))
+        train(tiny_cfg(*override.split()))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 

@@ -25,6 +25,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
 from gon import sweep as sw
+from gon import sweep_trials as st
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
@@ -138,8 +139,8 @@ class ResumableSweep(OptunaSweeperImpl):
         allowed = int(self.max_failure_rate * n_trials)
         try:
             while True:
-                sw.recover_stale(study, self.stale_after_s)
-                finished, running = sw.budget(study)
+                st.recover_stale(study, self.stale_after_s)
+                finished, running = st.budget(study)
                 n = min(batch, n_trials - finished - running)
                 if n <= 0:
                     log.info("%d/%d trials finished, %d running elsewhere: nothing to launch",
@@ -147,7 +148,7 @@ class ResumableSweep(OptunaSweeperImpl):
                     break
                 trials = [study.ask() for _ in range(n)]
                 self._run(study, trials, space, fixed, fixed_overrides)
-                if len(failed := sw.failures(study)) > allowed:
+                if len(failed := st.failures(study)) > allowed:
                     raise sw.SweepError(
                         f"{len(failed)} of {n_trials} trials failed, more than "
                         f"max_failure_rate={self.max_failure_rate} allows; stopping the sweep")
@@ -161,7 +162,7 @@ class ResumableSweep(OptunaSweeperImpl):
         itself fails (a killed worker, a SLURM error) or the sweeper is interrupted, the
         batch's running trials are re-queued for the next run and the sweep stops."""
         try:
-            subdirs = [sw.claim(t) for t in trials]
+            subdirs = [st.claim(t) for t in trials]
             launch = []
             for trial, o, d in zip(trials, self._configure_trials(
                     trials, space, fixed, fixed_overrides), subdirs, strict=True):
@@ -175,7 +176,7 @@ class ResumableSweep(OptunaSweeperImpl):
             if not launch:
                 return
             ready = [t for t, _ in launch]
-            with sw.heartbeat(ready, self.heartbeat_s):
+            with st.heartbeat(ready, self.heartbeat_s):
                 returns = self.launcher.launch([o for _, o in launch],
                                                initial_job_idx=ready[0].number)
             for trial, ret in zip(ready, returns, strict=True):
@@ -183,7 +184,7 @@ class ResumableSweep(OptunaSweeperImpl):
         except BaseException as e:
             for t in trials:
                 if (frozen := study._storage.get_trial(t._trial_id)).state == TrialState.RUNNING:
-                    sw.requeue(study, frozen, count=not isinstance(e, KeyboardInterrupt))
+                    st.requeue(study, frozen, count=not isinstance(e, KeyboardInterrupt))
             raise
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn | Exception) -> None:
@@ -197,7 +198,7 @@ class ResumableSweep(OptunaSweeperImpl):
                 raise ValueError(f"objective {value!r} is not {n} finite number(s)")
             state = TrialState.COMPLETE
         except Exception as e:
-            trial.set_user_attr(sw.ERROR, _one_line(e))
+            trial.set_user_attr(st.ERROR, _one_line(e))
             log.warning("trial %d failed: %s", trial.number, _one_line(e))
             state, values = TrialState.FAIL, None
         try:

@@ -1,0 +1,139 @@
+"""Trial bookkeeping for resumable sweeps: who runs a trial, is it still alive, re-queueing
+interrupted ones, and what counts against the budget. Stored as trial user attributes, so
+it works with any Optuna storage and across machines.
+
+Usage:
+    subdir = claim(trial)                     # this process runs it, in <sweep dir>/<subdir>
+    with heartbeat([trial], every_s=30): ...  # while it runs
+    recover_stale(study, stale_after_s=300)   # FAIL + re-queue trials a dead sweeper left RUNNING
+    finished, running = budget(study)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+log = logging.getLogger(__name__)
+
+# trial user attributes owned here (":" cannot occur in a Hydra override key)
+OWNER, BEAT, DIR = "sweep:owner", "sweep:heartbeat", "sweep:dir"
+ERROR, INTERRUPTED = "sweep:error", "sweep:interrupted"
+HOST = socket.gethostname()
+MAX_RETRIES = 3  # an interrupted trial is re-run at most this often, then counts as failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def is_stale(trial: FrozenTrial, stale_after_s: float, now: float | None = None) -> bool:
+    """A RUNNING trial nobody will finish: its sweeper process on this host is gone, or its
+    heartbeat (written by the sweeper while the trial runs) is older than stale_after_s."""
+    now = time.time() if now is None else now
+    host, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
+    if host == HOST and pid.isdigit() and not _alive(int(pid)):
+        return True
+    start = trial.datetime_start.timestamp() if trial.datetime_start else now
+    return now - float(trial.user_attrs.get(BEAT, start)) > stale_after_s
+
+
+def claim(trial: Trial, subdir: str | None = None) -> str:
+    """Mark `trial` as this process's and give it a run subdir (a retried trial keeps its own,
+    so its job resumes from the checkpoint there); the subdir."""
+    subdir = subdir or trial.user_attrs.get(DIR) or str(trial.number)
+    trial.set_user_attr(OWNER, f"{HOST}:{os.getpid()}")
+    trial.set_user_attr(BEAT, time.time())
+    trial.set_user_attr(DIR, subdir)
+    return subdir
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, count: bool = True) -> None:
+    """Mark a RUNNING trial interrupted (FAIL) and queue a copy with the same parameters and
+    run subdir; the copy is what study.ask() returns next. A trial interrupted more than
+    MAX_RETRIES times (`count`: Ctrl-C does not count) is failed for good instead."""
+    history = list(trial.system_attrs.get("retry_history", []))
+    history += [trial.number] if count else []
+    storage, give_up = study._storage, len(history) > MAX_RETRIES
+    try:
+        if give_up:
+            msg = f"interrupted {len(history)} times (trials {history}); not retried"
+            storage.set_trial_user_attr(trial._trial_id, ERROR, msg)
+        else:
+            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # finished meanwhile, or another sweeper recovered it first
+    if give_up:
+        return
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in (OWNER, BEAT)}
+    system = {k: v for k, v in trial.system_attrs.items() if k != "fixed_params"}
+    system.update(failed_trial=system.get("failed_trial", trial.number), retry_history=history)
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=attrs, system_attrs=system))
+
+
+def recover_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
+    """Fail and re-queue every stale RUNNING trial (see is_stale); their numbers."""
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if is_stale(t, stale_after_s)]
+    for t in stale:
+        requeue(study, t)
+    if stale:
+        log.warning("re-queued %d interrupted trial(s): %s", len(stale), [t.number for t in stale])
+    return [t.number for t in stale]
+
+
+def budget(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials counted against n_trials: an interrupted trial does not count
+    (its re-queued copy does), a trial whose job failed does (it is not retried)."""
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state.is_finished() and not t.user_attrs.get(INTERRUPTED):
+            finished += 1
+    return finished, running
+
+
+def failures(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials whose job failed (not the interrupted ones)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if not t.user_attrs.get(INTERRUPTED)]
+
+
+@contextmanager
+def heartbeat(trials: Iterable[Trial], every_s: float) -> Iterator[None]:
+    """Refresh the trials' heartbeat every `every_s` seconds while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            for t in trials:
+                try:
+                    t.set_user_attr(BEAT, time.time())
+                except Exception as e:  # a flaky database must not kill the sweep
+                    log.debug("heartbeat of trial %d failed: %s", t.number, e)
+
+    thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -94,13 +94,20 @@ def make_ours_step(model, opt, coords, mode):
     return run
 
 
-def bench(run, batches, warmup: int) -> tuple[float, list[float]]:
+def bench(run, batches, warmup: int, dev: torch.device) -> tuple[float, list[float], float]:
+    """(images/s over the timed steps, every step's loss, peak device memory in GiB)."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     losses = [run(b) for b in batches[:warmup]]
+    sync()
     t0 = time.perf_counter()
     losses += [run(b) for b in batches[warmup:]]
+    sync()
     dt = time.perf_counter() - t0
     n = sum(b.shape[0] for b in batches[warmup:])
-    return n / dt, [float(v) for v in losses]
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
+    return n / dt, [float(v) for v in losses], peak
 
 
 def main() -> None:
@@ -131,20 +138,23 @@ def main() -> None:
     if args.impl in ("both", "ours"):
         ours = build_ours(c, seed_model).to(dev)
         opt = torch.optim.Adam(ours.parameters(), lr=1e-4)
-        results["ours"] = bench(make_ours_step(ours, opt, coords, args.mode), batches, args.warmup)
+        results["ours"] = bench(make_ours_step(ours, opt, coords, args.mode), batches,
+                                args.warmup, dev)
     if seed_model is not None:
         opt = torch.optim.Adam(seed_model.parameters(), lr=1e-4)
         seed_coords = coords.expand(c["batch"], -1, -1, -1)  # the seed needs one grid per image
         results["seed"] = bench(
-            lambda x: seed_step(seed_model, opt, seed_coords, x), batches, args.warmup
+            lambda x: seed_step(seed_model, opt, seed_coords, x), batches, args.warmup, dev
         )
-    for name, (ips, losses) in results.items():
+    for name, (ips, losses, peak) in results.items():
+        memory = f"   cuda peak {peak:.2f} GiB" if dev.type == "cuda" else ""
         print(
             f"{name}: {ips:8.1f} images/s   losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} "
-            f"{losses[-1]:.6f}"
+            f"{losses[-1]:.6f}{memory}"
         )
-    if dev.type == "cuda":
-        print(f"cuda peak memory: {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
+    if len(results) == 2:
+        gap = max(abs(a - b) for a, b in zip(results["ours"][1], results["seed"][1], strict=True))
+        print(f"max |loss_ours - loss_seed| over {len(batches)} steps: {gap:.2e}")
     if len(results) == 2:
         print(f"ratio: {results['ours'][0] / results['seed'][0]:.2f}")
 

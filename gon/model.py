@@ -155,7 +155,8 @@ class GON(nn.Module):
                         z = self.init_latent + (z - self.init_latent) * n / train_batch
                 else:
                     if rescale and n < batch_size:
-                        chunk = torch.cat([chunk, chunk.new_zeros(batch_size - n, *chunk.shape[1:])])
+                        pad = chunk.new_zeros(batch_size - n, *chunk.shape[1:])
+                        chunk = torch.cat([chunk, pad])
                     z, _ = self.infer_latents(coords, chunk)
             out.append(z[:n].detach())
         return torch.cat(out)

@@ -176,6 +176,10 @@ class TrainStep:
             grads = dict(zip(self.names, grads, strict=True))
         else:
             self.model.check_shapes(self.coords, target)
+            if self.path == "affine" and not affine_applies(self.model, self.coords):
+                raise RuntimeError("TrainStep: the affine path was chosen for a deterministic "
+                                   "model, but dropout is now active (model.train()); build the "
+                                   "TrainStep after switching modes")
             params = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
             buffers = dict(self.model.named_buffers())
             grads, (loss_outer, loss_inner) = self._fn(params, buffers, self.coords, target)

@@ -71,7 +71,11 @@ def test_auto_path_choice():
     assert TrainStep(build(updates=2), make_grid(4, 4)).path == "autograd"
     dropped = build(dropout=0.1)
     assert TrainStep(dropped, make_grid(4, 4)).path == "autograd"
-    assert TrainStep(dropped.eval(), make_grid(4, 4)).path == "affine"
+    in_eval = TrainStep(dropped.eval(), make_grid(4, 4))
+    assert in_eval.path == "affine"
+    dropped.train()
+    with pytest.raises(RuntimeError, match="dropout is now active"):
+        in_eval(torch.rand(2, 4, 4, 2, dtype=torch.float64))
     shared = make_grid(4, 4).expand(3, -1, -1, -1)  # one grid per sample: J differs per sample
     assert TrainStep(build(), shared).path == "autograd"
     with pytest.raises(ValueError, match="path='fast'"):

@@ -26,7 +26,7 @@ from gon import (
     NeRFPositionalEncoding,
     SirenBlockFactory,
 )
-from gon.data import load_dataset, prepare
+from gon.data import load_splits, prepare
 from gon.metrics import HIGHER_IS_BETTER
 
 
@@ -134,9 +134,8 @@ def load_images(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, to
     d, root = cfg.dataset, Path(cfg.paths.data_dir)
     extra = {"source": d.source, "size": d.image_size} if d.name == "image_folder" else {}
     prepare(d.name, raw_root=root / "raw", out_root=root / "prepared", **extra)
-    train, test = (
-        load_dataset(d.name, split, root / "prepared", d.image_size, device)[0]
-        for split in ("train", "test")
+    (train, _), (test, _) = load_splits(
+        d.name, ("train", "test"), root / "prepared", d.image_size, device
     )
     return train, test
 

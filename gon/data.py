@@ -227,9 +227,21 @@ def load_dataset(
     device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images float32 (N, H, W, C) in [0, 1], resized to image_size^2 if given; labels or None."""
+    return load_splits(name, (split,), root, image_size, device)[0]
+
+
+def load_splits(
+    name: str,
+    splits: tuple[str, ...] = ("train", "test"),
+    root: str | os.PathLike = "data/prepared",
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``load_dataset`` for several splits, checking and reading the artefact once."""
     _check_name(name)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    for split in splits:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     target = Path(root) / name
     meta = _finished(target)
     if meta is None:
@@ -237,12 +249,19 @@ def load_dataset(
             f"no finished {name} artefact in {target}; prepare it with "
             f"`python -m pipelines.fetch {name} --out {root}`"
         )
+    out = []
     with np.load(target / meta["file"], allow_pickle=False) as npz:
-        x = torch.from_numpy(npz[f"x_{split}"]).to(device)  # uint8 (N, H, W, C): move, then cast
-        y = torch.from_numpy(npz[f"y_{split}"]).to(device) if meta["labels"] else None
-    images = x.float().div_(255)
-    if image_size is not None and tuple(images.shape[1:3]) != (image_size, image_size):
-        nchw = images.permute(0, 3, 1, 2)  # interpolate wants (N, C, H, W)
-        nchw = F.interpolate(nchw, size=(image_size, image_size), mode="bilinear", antialias=True)
-        images = nchw.permute(0, 2, 3, 1).clamp_(0, 1).contiguous()  # (N, S, S, C)
-    return images, y
+        for split in splits:
+            x = torch.from_numpy(npz[f"x_{split}"]).to(device)  # uint8 (N, H, W, C): move, cast
+            y = torch.from_numpy(npz[f"y_{split}"]).to(device) if meta["labels"] else None
+            out.append((_resize(x.float().div_(255), image_size), y))
+    return out
+
+
+def _resize(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """(N, H, W, C) -> (N, S, S, C), bilinear with antialiasing; unchanged if already S x S."""
+    if image_size is None or tuple(images.shape[1:3]) == (image_size, image_size):
+        return images
+    nchw = images.permute(0, 3, 1, 2)  # interpolate wants (N, C, H, W)
+    nchw = F.interpolate(nchw, size=(image_size, image_size), mode="bilinear", antialias=True)
+    return nchw.permute(0, 2, 3, 1).clamp_(0, 1).contiguous()  # (N, S, S, C)

@@ -70,16 +70,18 @@ def affine_latents(
     ``logits(z, c)`` is the decoder's pre-activation output for latents z (B, d) at coords c.
     """
     b = target.shape[0]
-    f0 = logits(z0, coords)  # (1, *S, C): the output at the origin, shared by the batch
-    m = f0.numel()
     # J[n] = d f(c_n, z) / dz: every pixel's output depends on z only through its own path
     # through the MLP, so one backward per channel through a single image gives all rows
     pixels = coords.reshape(-1, coords.shape[-1])  # (N, in): one grid shared by the batch
 
-    def pixel(c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (in,), (d,) -> (C,)
-        return logits(v.view(1, -1), c.view(1, 1, -1)).reshape(-1)
+    def pixel(c: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = logits(v.view(1, -1), c.view(1, 1, -1)).reshape(-1)  # (in,), (d,) -> (C,)
+        return out, out
 
-    jac = vmap(jacrev(pixel, argnums=1), in_dims=(0, None))(pixels, z0[0]).reshape(m, -1)
+    jac, f0 = vmap(jacrev(pixel, argnums=1, has_aux=True), in_dims=(0, None))(pixels, z0[0])
+    f0 = f0.reshape(1, *target.shape[1:])  # (1, *S, C): the output at the origin, for every image
+    m = f0.numel()
+    jac = jac.reshape(m, -1)  # (M, d)
     # dl/df is elementwise affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
     r0, r1 = (
         grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum())(f0)

@@ -4,6 +4,8 @@
     $ python benchmarks/step.py          # the seed's default config; last line: ratio: <ours/seed>
     $ python benchmarks/step.py --config digits --mode eager --steps 20
     $ /usr/bin/time -v python benchmarks/step.py --impl ours    # peak memory of one side
+    $ python benchmarks/step.py --config overhead --mode eager --steps 100  # host cost per step
+    $ python benchmarks/step.py --device cuda --mode reduce-overhead --matmul-precision high
 
 Both sides start from the same weights (the seed's, copied into ours) and see the same batches,
 so the printed first losses must agree; images/s is timed after warm-up steps.
@@ -25,6 +27,9 @@ CONFIGS = {
     "modulated": dict(
         size=32, channels=1, latent=128, hidden=128, layers=5, batch=128, modulation=True
     ),
+    # almost no arithmetic: ms/step is the per-step host overhead (dispatch, autograd, Python),
+    # which bounds a GPU step from below when its kernels are small
+    "overhead": dict(size=4, channels=1, latent=16, hidden=16, layers=5, batch=4, modulation=False),
 }
 
 
@@ -81,10 +86,12 @@ def seed_step(model, opt, coords, x):
     return loss.detach()
 
 
-def make_ours_step(model, opt, coords, mode):
+def make_ours_step(model, opt, coords, mode, path="auto"):
     from gon import TrainStep
 
-    step = TrainStep(model, coords, compile=mode == "compile")
+    compiled = mode != "eager"
+    step = TrainStep(model, coords, compile=compiled, path=path,
+                     compile_mode=mode if mode not in ("eager", "compile") else "default")
 
     def run(x):
         losses = step(x)
@@ -114,7 +121,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", choices=sorted(CONFIGS), default="seed")
     ap.add_argument("--impl", choices=["both", "ours", "seed"], default="both")
-    ap.add_argument("--mode", choices=["compile", "eager"], default="compile")
+    ap.add_argument(
+        "--mode", default="compile",
+        choices=["compile", "eager", "reduce-overhead", "max-autotune-no-cudagraphs"],
+        help="ours: eager, or compiled (compile = torch.compile's default mode, or the mode named)",
+    )
+    ap.add_argument(
+        "--matmul-precision", default="highest", choices=["highest", "high", "medium"],
+        help="ours only (high: TF32 on NVIDIA GPUs); the seed always runs at highest",
+    )
+    ap.add_argument("--path", default="auto", help="our TrainStep path (auto, affine, ...)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -130,7 +146,9 @@ def main() -> None:
     from gon import make_grid
 
     coords = make_grid(c["size"], c["size"], device=dev)
-    print(f"config={args.config} {c} device={dev} threads={torch.get_num_threads()}")
+    print(f"config={args.config} {c} mode={args.mode} path={args.path} "
+          f"matmul_precision={args.matmul_precision} device={dev} "
+          f"threads={torch.get_num_threads()}")
     results = {}
     seed_model = None
     if args.impl in ("both", "seed"):
@@ -138,8 +156,10 @@ def main() -> None:
     if args.impl in ("both", "ours"):
         ours = build_ours(c, seed_model).to(dev)
         opt = torch.optim.Adam(ours.parameters(), lr=1e-4)
-        results["ours"] = bench(make_ours_step(ours, opt, coords, args.mode), batches,
+        torch.set_float32_matmul_precision(args.matmul_precision)
+        results["ours"] = bench(make_ours_step(ours, opt, coords, args.mode, args.path), batches,
                                 args.warmup, dev)
+        torch.set_float32_matmul_precision("highest")
     if seed_model is not None:
         opt = torch.optim.Adam(seed_model.parameters(), lr=1e-4)
         seed_coords = coords.expand(c["batch"], -1, -1, -1)  # the seed needs one grid per image
@@ -149,7 +169,7 @@ def main() -> None:
     for name, (ips, losses, peak) in results.items():
         memory = f"   cuda peak {peak:.2f} GiB" if dev.type == "cuda" else ""
         print(
-            f"{name}: {ips:8.1f} images/s   losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} "
+            f"{name}: {ips:8.1f} images/s ({1e3 * c['batch'] / ips:7.2f} ms/step)   losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} "
             f"{losses[-1]:.6f}{memory}"
         )
     if len(results) == 2:

@@ -25,6 +25,7 @@ from gon import (
     LinearBlockFactory,
     NeRFPositionalEncoding,
     SirenBlockFactory,
+    TrainStep,
 )
 from gon.data import load_splits, prepare
 from gon.metrics import HIGHER_IS_BETTER
@@ -64,10 +65,16 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.batch_size": _int_at_least(1),
     "train.lr": _positive(),
     "train.compile": _BOOL,
+    "train.compile_mode": (
+        (lambda v: v in TrainStep.COMPILE_MODES), ", ".join(TrainStep.COMPILE_MODES)
+    ),
     "train.log_every": _int_at_least(1),
     "train.eval_every": _int_at_least(1),
     "train.ckpt_every": _int_at_least(1),
     "train.resume": _BOOL,
+    "train.matmul_precision": (
+        (lambda v: v in ("highest", "high", "medium")), "highest, high or medium"
+    ),
     "train.step_path": (
         (lambda v: v in ("auto", "autograd", "functional", "affine")),
         "auto, autograd, functional or affine",

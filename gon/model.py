@@ -134,7 +134,7 @@ class GON(nn.Module):
         decoder was trained on, whatever ``batch_size`` (the chunk encoded at once) is.
         Samples do not interact otherwise; with "sum" the chunk size does not matter.
         """
-        from gon.step import affine_applies, affine_latents
+        from gon.step import affine_applies, affine_latents_autograd
 
         self.check_shapes(coords, target)
         closed_form = affine_applies(self, coords)  # no autograd graph over the batch needed
@@ -142,15 +142,12 @@ class GON(nn.Module):
         if rescale and not closed_form:
             batch_size = train_batch  # several steps: encode in padded batches of that size
 
-        def logits(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return self.decoder.logits(c, z)
-
         out = []
         for chunk in target.split(batch_size):
             n = len(chunk)
             with torch.enable_grad():
                 if closed_form:
-                    z, _ = affine_latents(self, logits, coords, chunk, self.init_latent)
+                    z, _ = affine_latents_autograd(self, coords, chunk)
                     if rescale:  # one step: z = z0 - g / n, and training had z0 - g / train_batch
                         z = self.init_latent + (z - self.init_latent) * n / train_batch
                 else:

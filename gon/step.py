@@ -14,8 +14,10 @@ Three ways to the same gradients, chosen per model (``TrainStep.path`` says whic
   for every image, and r the loss's gradient w.r.t. the logits, elementwise affine in the
   target for BCE and MSE. The batch's latents are then one product R J (R: (B, M)). Since the
   decoder maps each pixel on its own, J's rows are per-pixel gradients: one backward pass per
-  output channel through a single image (``vmap(jacrev)``), instead of a forward and a
-  backward over the whole batch; the outer backward then runs through that small graph.
+  output channel through a single image, instead of a forward and a backward over the whole
+  batch; the outer backward then runs through that small graph. Eager, it runs on plain
+  autograd (``affine_latents_autograd``); compiled, on ``torch.func`` (``affine_latents``,
+  ``vmap(jacrev)``), whose nested transforms cost more per operation when not compiled.
 """
 
 from __future__ import annotations
@@ -58,6 +60,24 @@ def affine_applies(model: GON, coords: torch.Tensor) -> bool:
     return model.latent_updates == 1 and deterministic and coords.shape[0] == 1
 
 
+def _affine_from_jacobian(
+    model: GON,
+    jac: torch.Tensor,
+    f0: torch.Tensor,
+    r0: torch.Tensor,
+    r1: torch.Tensor,
+    target: torch.Tensor,
+    z0: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = z0 - J^T r(x) (/ B under "mean") for the batch: jac (M, d), f0/r0/r1 (1, *S, C)."""
+    b, m = target.shape[0], f0.numel()
+    # dl/df is elementwise affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
+    resid = r0.reshape(1, m) + (r1 - r0).reshape(1, m) * target.reshape(b, m)  # (B, M)
+    g = resid @ jac  # (B, d); per_sample_loss already divides by M
+    z = z0 - (g if model.latent_reduction == "sum" else g / b)
+    return z, model.inner_loss(f0.expand_as(target), target)
+
+
 def affine_latents(
     model: GON,
     logits: Callable[..., torch.Tensor],
@@ -65,11 +85,11 @@ def affine_latents(
     target: torch.Tensor,
     z0: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z, loss_inner) of one gradient step from the shared origin z0 (1, d), in closed form.
+    """(z, loss_inner) of one gradient step from the shared origin z0 (1, d), in closed form,
+    written with ``torch.func`` (composes with ``grad`` and ``torch.compile``).
 
     ``logits(z, c)`` is the decoder's pre-activation output for latents z (B, d) at coords c.
     """
-    b = target.shape[0]
     # J[n] = d f(c_n, z) / dz: every pixel's output depends on z only through its own path
     # through the MLP, so one backward per channel through a single image gives all rows
     pixels = coords.reshape(-1, coords.shape[-1])  # (N, in): one grid shared by the batch
@@ -80,17 +100,46 @@ def affine_latents(
 
     jac, f0 = vmap(jacrev(pixel, argnums=1, has_aux=True), in_dims=(0, None))(pixels, z0[0])
     f0 = f0.reshape(1, *target.shape[1:])  # (1, *S, C): the output at the origin, for every image
-    m = f0.numel()
-    jac = jac.reshape(m, -1)  # (M, d)
-    # dl/df is elementwise affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
     r0, r1 = (
         grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum())(f0)
         for t in (0.0, 1.0)
     )
-    resid = r0.reshape(1, m) + (r1 - r0).reshape(1, m) * target.reshape(b, m)  # (B, M)
-    g = resid @ jac  # (B, d); per_sample_loss already divides by M
-    z = z0 - (g if model.latent_reduction == "sum" else g / b)
-    return z, model.inner_loss(f0.expand_as(target), target)
+    return _affine_from_jacobian(model, jac.reshape(f0.numel(), -1), f0, r0, r1, target, z0)
+
+
+def affine_latents_autograd(
+    model: GON, coords: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``affine_latents`` with plain autograd: far fewer dispatcher layers in eager mode.
+
+    Every pixel gets its own copy of the origin, v (N, d), and the grid is run as a batch of N
+    one-pixel images, so d(sum_n f_c(c_n, v_n))/dv_n is row n of J for channel c. The graph is
+    kept (``create_graph``): the outer backward runs through J, f0 and r.
+    """
+    z0 = model.init_latent  # (1, d)
+    n = coords[0].numel() // coords.shape[-1]
+    pixels = coords.reshape(n, 1, coords.shape[-1])  # (N, 1, in)
+    v = z0.expand(n, -1)  # (N, d): a graph node when the origin is learned
+    if not v.requires_grad:
+        v = v.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model.decoder.logits(pixels, v)  # (N, 1, C)
+        channels = out.shape[-1]
+        jac = torch.stack(
+            [
+                torch.autograd.grad(out[:, 0, c].sum(), v, create_graph=True)[0]  # (N, d)
+                for c in range(channels)
+            ],
+            dim=1,
+        )  # (N, C, d)
+        f0 = out.reshape(1, *target.shape[1:])  # (1, *S, C)
+        r0, r1 = (
+            torch.autograd.grad(
+                model.per_sample_loss(f0, torch.full_like(f0, t)).sum(), f0, create_graph=True
+            )[0]
+            for t in (0.0, 1.0)
+        )
+        return _affine_from_jacobian(model, jac.reshape(-1, jac.shape[-1]), f0, r0, r1, target, z0)
 
 
 def functional_losses(
@@ -129,15 +178,29 @@ class TrainStep:
         compile: run the functional step through ``torch.compile`` (first call compiles).
         path: "auto" (affine where it applies, else functional if compiling, else autograd),
             or one of "autograd", "functional", "affine".
+        compile_mode: ``torch.compile``'s mode. "reduce-overhead" replays the step as a CUDA
+            graph (one launch instead of hundreds: for small, launch-bound GPU steps); its
+            outputs are then copied out, since the next replay overwrites them.
     """
 
     PATHS = ("auto", "autograd", "functional", "affine")
+    COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
     def __init__(
-        self, model: GON, coords: torch.Tensor, compile: bool = False, path: str = "auto"
+        self,
+        model: GON,
+        coords: torch.Tensor,
+        compile: bool = False,
+        path: str = "auto",
+        compile_mode: str = "default",
     ) -> None:
         if path not in self.PATHS:
             raise ValueError(f"TrainStep: unknown path={path!r}; choose one of {self.PATHS}")
+        if compile_mode not in self.COMPILE_MODES:
+            raise ValueError(
+                f"TrainStep: unknown compile_mode={compile_mode!r}; choose one of "
+                f"{self.COMPILE_MODES}"
+            )
         affine = affine_applies(model, coords)
         if path == "affine" and not affine:
             raise ValueError(
@@ -156,8 +219,13 @@ class TrainStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.view = _Logits(model.decoder)
         fn = grad_and_value(self._losses, has_aux=True)
-        self._fn = torch.compile(fn) if compile else fn
-        log.info("GON step: path=%s compiled=%s", path, compile)
+        self._fn = torch.compile(fn, mode=compile_mode) if compile else fn
+        # CUDA graphs (inductor uses them on CUDA only) reuse their output memory on each replay
+        self.cuda_graphs = (
+            compile and compile_mode in ("reduce-overhead", "max-autotune") and coords.is_cuda
+        )
+        log.info("GON step: path=%s compiled=%s%s", path, compile,
+                 f" mode={compile_mode}" if compile else "")
 
     def _losses(
         self,
@@ -171,20 +239,48 @@ class TrainStep:
         )
         return loss_outer, loss_inner
 
-    def __call__(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.path == "autograd":
-            _, loss_inner, loss_outer = gon_step(self.model, self.coords, target)
-            grads = torch.autograd.grad(loss_outer, self.params, allow_unused=True)
-            grads = dict(zip(self.names, grads, strict=True))
-        else:
+    def autograd_grads(
+        self, target: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor | None], torch.Tensor, torch.Tensor]:
+        """(grads by name, loss_outer, loss_inner) with plain autograd (the eager engine)."""
+        if self.path == "affine":
+            self._check_affine()
             self.model.check_shapes(self.coords, target)
-            if self.path == "affine" and not affine_applies(self.model, self.coords):
-                raise RuntimeError("TrainStep: the affine path was chosen for a deterministic "
-                                   "model, but dropout is now active (model.train()); build the "
-                                   "TrainStep after switching modes")
-            params = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
-            buffers = dict(self.model.named_buffers())
-            grads, (loss_outer, loss_inner) = self._fn(params, buffers, self.coords, target)
+            z, loss_inner = affine_latents_autograd(self.model, self.coords, target)
+            loss_outer = self.model.outer_loss(self.model.decoder.logits(self.coords, z), target)
+        else:
+            _, loss_inner, loss_outer = gon_step(self.model, self.coords, target)
+        grads = torch.autograd.grad(loss_outer, self.params, allow_unused=True)
+        return dict(zip(self.names, grads, strict=True)), loss_outer, loss_inner
+
+    def functional_grads(
+        self, target: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor | None], torch.Tensor, torch.Tensor]:
+        """(grads by name, loss_outer, loss_inner) with ``torch.func`` (compiled if asked)."""
+        self.model.check_shapes(self.coords, target)
+        if self.path == "affine":
+            self._check_affine()
+        params = {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
+        buffers = dict(self.model.named_buffers())
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        grads, (loss_outer, loss_inner) = self._fn(params, buffers, self.coords, target)
+        if self.cuda_graphs:  # copy out of the graph's pool before the next replay reuses it
+            grads = {k: None if g is None else g.clone() for k, g in grads.items()}
+            loss_outer, loss_inner = loss_outer.clone(), loss_inner.clone()
+        return grads, loss_outer, loss_inner
+
+    def _check_affine(self) -> None:
+        if not affine_applies(self.model, self.coords):
+            raise RuntimeError("TrainStep: the affine path was chosen for a deterministic "
+                               "model, but dropout is now active (model.train()); build the "
+                               "TrainStep after switching modes")
+
+    def __call__(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.path == "autograd" or (self.path == "affine" and not self.compile):
+            grads, loss_outer, loss_inner = self.autograd_grads(target)
+        else:
+            grads, loss_outer, loss_inner = self.functional_grads(target)
         for n, p in zip(self.names, self.params, strict=True):
             g = grads[n]
             p.grad = torch.zeros_like(p) if g is None else g

@@ -113,6 +113,7 @@ class _Job:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.device = device = resolve_device(cfg.device, _multirun_job())
+        torch.set_float32_matmul_precision(self.t.matmul_precision)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # so libraries that use "the current GPU" use this one
         self.images, val = load_images(cfg, device)
@@ -133,7 +134,8 @@ class _Job:
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
         try:  # a path that does not fit the model (affine with dropout, compiled autograd)
-            self.train_step = TrainStep(self.model, self.coords, self.t.compile, self.t.step_path)
+            self.train_step = TrainStep(self.model, self.coords, self.t.compile, self.t.step_path,
+                                        self.t.compile_mode)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         variant = " ".join(f"{a}={cfg[a].name}" for a in VARIANT_AXES)

@@ -34,7 +34,13 @@ def build(
 
 
 def grads_after_step(model: GON, path: str, x: torch.Tensor, compile: bool = False):
+    """Losses and gradients of one step; path "affine-func": the torch.func affine form, eager."""
     coords = make_grid(*x.shape[1:3], dtype=x.dtype)
+    if path == "affine-func":  # what compile=True runs, without compiling
+        step = TrainStep(model, coords, path="affine")
+        grads, loss_outer, loss_inner = step.functional_grads(x)
+        out = {"loss_inner": loss_inner, "loss_outer": loss_outer}
+        return out, [grads[n] for n, _ in model.named_parameters()]
     out = TrainStep(model, coords, compile=compile, path=path)(x)
     return out, [p.grad.clone() for p in model.parameters()]
 
@@ -51,10 +57,10 @@ VARIANTS = [
 @pytest.mark.parametrize(
     "kw", VARIANTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items())
 )
-@pytest.mark.parametrize("path", ["functional", "affine"])
+@pytest.mark.parametrize("path", ["functional", "affine", "affine-func"])
 def test_fast_paths_match_autograd(kw, path):
     x = torch.rand(5, 6, 7, 2, dtype=torch.float64)
-    if path == "affine" and not affine_applies(build(**kw), make_grid(6, 7)):
+    if path.startswith("affine") and not affine_applies(build(**kw), make_grid(6, 7)):
         with pytest.raises(ValueError, match="affine"):
             grads_after_step(build(**kw), path, x)
         return
@@ -80,6 +86,8 @@ def test_auto_path_choice():
     assert TrainStep(build(), shared).path == "autograd"
     with pytest.raises(ValueError, match="path='fast'"):
         TrainStep(build(), make_grid(4, 4), path="fast")
+    with pytest.raises(ValueError, match="compile_mode='fast'.*reduce-overhead"):
+        TrainStep(build(), make_grid(4, 4), compile=True, compile_mode="fast")
 
 
 def test_loss_trajectory_matches_autograd_in_float32():
@@ -119,3 +127,29 @@ def test_encode_closed_form_matches_infer_latents(kw):
         fast = model.encode(coords, x, batch_size=9)
     ref, _ = model.infer_latents(coords, x)
     torch.testing.assert_close(fast, ref.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    ("compile", "mode"), [(False, "default"), (True, "default"), (True, "reduce-overhead")]
+)
+def test_cuda_trajectory_matches_autograd(compile, mode):
+    """6 Adam steps on the GPU; the losses are kept until the end, as training keeps them, so a
+    CUDA-graph replay that overwrote an earlier step's outputs would show here."""
+    xs = torch.rand(6, 8, 6, 6, 2, device="cuda")
+    coords = make_grid(6, 6, device="cuda")
+    runs = {}
+    for name, kw in {"ref": dict(path="autograd"),
+                     "fast": dict(compile=compile, compile_mode=mode)}.items():
+        model = build(dtype=torch.float32).cuda()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = TrainStep(model, coords, **kw)
+        losses = []
+        for x in xs:
+            losses.append(step(x)["loss_outer"])
+            opt.step()
+        runs[name] = (torch.stack(losses), [p.detach().clone() for p in model.parameters()])
+    torch.testing.assert_close(runs["fast"][0], runs["ref"][0], rtol=1e-4, atol=1e-5)
+    for p, r in zip(runs["fast"][1], runs["ref"][1], strict=True):
+        torch.testing.assert_close(p, r, rtol=1e-3, atol=1e-5)

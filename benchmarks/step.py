@@ -29,7 +29,9 @@ CONFIGS = {
     ),
     # almost no arithmetic: ms/step is the per-step host overhead (dispatch, autograd, Python),
     # which bounds a GPU step from below when its kernels are small
-    "overhead": dict(size=4, channels=1, latent=16, hidden=16, layers=5, batch=4, modulation=False),
+    "overhead": dict(
+        size=4, channels=1, latent=16, hidden=16, layers=5, batch=4, modulation=False
+    ),
 }
 
 
@@ -124,7 +126,7 @@ def main() -> None:
     ap.add_argument(
         "--mode", default="compile",
         choices=["compile", "eager", "reduce-overhead", "max-autotune-no-cudagraphs"],
-        help="ours: eager, or compiled (compile = torch.compile's default mode, or the mode named)",
+        help="ours: eager, or compiled (compile: torch.compile's default mode)",
     )
     ap.add_argument(
         "--matmul-precision", default="highest", choices=["highest", "high", "medium"],
@@ -169,8 +171,8 @@ def main() -> None:
     for name, (ips, losses, peak) in results.items():
         memory = f"   cuda peak {peak:.2f} GiB" if dev.type == "cuda" else ""
         print(
-            f"{name}: {ips:8.1f} images/s ({1e3 * c['batch'] / ips:7.2f} ms/step)   losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} "
-            f"{losses[-1]:.6f}{memory}"
+            f"{name}: {ips:8.1f} images/s ({1e3 * c['batch'] / ips:7.2f} ms/step)   "
+            f"losses[0,1,-1]={losses[0]:.6f} {losses[1]:.6f} {losses[-1]:.6f}{memory}"
         )
     if len(results) == 2:
         gap = max(abs(a - b) for a, b in zip(results["ours"][1], results["seed"][1], strict=True))

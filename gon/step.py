@@ -201,6 +201,11 @@ class TrainStep:
                 f"TrainStep: unknown compile_mode={compile_mode!r}; choose one of "
                 f"{self.COMPILE_MODES}"
             )
+        if compile_mode != "default" and not compile:
+            raise ValueError(
+                f"TrainStep: compile_mode={compile_mode!r} needs compile=True "
+                "(train.compile=true)"
+            )
         affine = affine_applies(model, coords)
         if path == "affine" and not affine:
             raise ValueError(

@@ -76,6 +76,7 @@ BAD = {
     "optimized_metric=val/acc": "optimized_metric", "train.batch_size=100000": "batch_size",
     "train.step_path=fast": "train.step_path",
     "train.compile_mode=fast": "train.compile_mode.*reduce-overhead",
+    "train.compile_mode=reduce-overhead": "needs compile=True",
     "train.matmul_precision=low": "train.matmul_precision.*highest, high or medium",
     "train.step_path=affine model.dropout=0.2": "path='affine' needs",
 }

@@ -119,10 +119,10 @@ def affine_latents_autograd(
     z0 = model.init_latent  # (1, d)
     n = coords[0].numel() // coords.shape[-1]
     pixels = coords.reshape(n, 1, coords.shape[-1])  # (N, 1, in)
-    v = z0.expand(n, -1)  # (N, d): a graph node when the origin is learned
-    if not v.requires_grad:
-        v = v.clone().requires_grad_(True)
     with torch.enable_grad():
+        v = z0.expand(n, -1)  # (N, d): a graph node when the origin is learned
+        if not v.requires_grad:
+            v = v.clone().requires_grad_(True)
         out = model.decoder.logits(pixels, v)  # (N, 1, C)
         channels = out.shape[-1]
         jac = torch.stack(

@@ -119,7 +119,9 @@ def test_compiled_step_matches_autograd():
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(modulation=True, reduction="mean", loss="mse")])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(modulation=True, reduction="mean", loss="mse"), dict(learn_origin=True)]
+)
 def test_encode_closed_form_matches_infer_latents(kw):
     model = build(**kw)
     coords, x = make_grid(6, 7, dtype=torch.float64), torch.rand(9, 6, 7, 2, dtype=torch.float64)

@@ -11,20 +11,21 @@ set -uo pipefail
 out=${1:-outputs/gpu}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 step() {
     echo "== benchmarks/step.py $*" | tee -a "$out/step.txt"
     local t0=$SECONDS
-    python benchmarks/step.py --device cuda "$@" 2>&1 | grep -v -i warn | tee -a "$out/step.txt"
+    "$py" benchmarks/step.py --device cuda "$@" 2>&1 | grep -v -i warn | tee -a "$out/step.txt"
     echo "   ($((SECONDS - t0)) s with compilation)" | tee -a "$out/step.txt"
 }
 step --mode reduce-overhead --steps 50
 step --mode reduce-overhead --matmul-precision high --steps 50
 step --mode eager --steps 30
-python -m pytest -q -m gpu tests/test_step.py 2>&1 | tail -n 15 | tee "$out/pytest_gpu.txt"
+"$py" -m pytest -q -m gpu tests/test_step.py 2>&1 | tail -n 15 | tee "$out/pytest_gpu.txt"
 step --mode compile --steps 50
 step --config modulated --mode reduce-overhead --steps 50
 if [[ "${SWEEP:-0}" == 1 ]]; then
-    python benchmarks/sweep_parallel.py --steps "${SWEEP_STEPS:-600}" --out "$out/sweep" 2>&1 \
+    "$py" benchmarks/sweep_parallel.py --steps "${SWEEP_STEPS:-600}" --out "$out/sweep" 2>&1 \
         | tail -n 40 | tee "$out/sweep.txt"
 fi

@@ -35,34 +35,29 @@ CONFIGS = {
 }
 
 
-def build_seed(c: dict):
-    import gon_pytorch as gp
-
-    dec = gp.ImplicitDecoder(
+def build_decoder(pkg, c: dict):
+    """The config's decoder from ``pkg``: gon_pytorch (the seed) or gon (same API)."""
+    return pkg.ImplicitDecoder(
         c["latent"],
         c["channels"],
         c["hidden"],
         c["layers"],
-        gp.SirenBlockFactory(),
-        gp.GaussianFourierFeatureTransform(2, 32, 1.0),
+        pkg.SirenBlockFactory(),
+        pkg.GaussianFourierFeatureTransform(2, 32, 1.0),
         modulation=c["modulation"],
     )
-    return gp.GON(dec)
+
+
+def build_seed(c: dict):
+    import gon_pytorch as gp
+
+    return gp.GON(build_decoder(gp, c))
 
 
 def build_ours(c: dict, seed_model=None):
     import gon
 
-    dec = gon.ImplicitDecoder(
-        c["latent"],
-        c["channels"],
-        c["hidden"],
-        c["layers"],
-        gon.SirenBlockFactory(),
-        gon.GaussianFourierFeatureTransform(2, 32, 1.0),
-        modulation=c["modulation"],
-    )
-    model = gon.GON(dec, loss="bce", latent_reduction="sum")
+    model = gon.GON(build_decoder(gon, c), loss="bce", latent_reduction="sum")
     if seed_model is not None:
         copy_seed_weights(seed_model, model)
     return model

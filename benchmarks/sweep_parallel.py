@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sweep(n_jobs: int, steps: int, out: Path, device: str) -> dict:
     sweep_dir = out / f"n_jobs_{n_jobs}"
+    shutil.rmtree(sweep_dir, ignore_errors=True)  # a finished sweep would resume and train nothing
     args = [sys.executable, "-m", "gon.train", "hparams_search=variants", "latent_reduction=sum",
             f"device={device}", "logger=none", f"train.max_steps={steps}",
             f"train.eval_every={steps}", f"train.ckpt_every={steps}", "hydra/launcher=joblib",

@@ -27,6 +27,7 @@ from gon import (
     SirenBlockFactory,
     TrainStep,
 )
+from gon.blocks import ACTIVATIONS
 from gon.data import load_splits, prepare
 from gon.metrics import HIGHER_IS_BETTER
 
@@ -75,10 +76,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.matmul_precision": (
         (lambda v: v in ("highest", "high", "medium")), "highest, high or medium"
     ),
-    "train.step_path": (
-        (lambda v: v in ("auto", "autograd", "functional", "affine")),
-        "auto, autograd, functional or affine",
-    ),
+    "train.step_path": ((lambda v: v in TrainStep.PATHS), ", ".join(TrainStep.PATHS)),
     "eval.num_images": _int_at_least(1),
     "eval.fit_images": _int_at_least(2),
     "eval.grid_rows": _int_at_least(1),
@@ -88,10 +86,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "block.w0": _positive(),
     "block.w0_initial": ((lambda v: v is None or (_is_num(v) and v > 0)), "null or > 0"),
-    "block.activation": (
-        (lambda v: v in ("relu", "leaky_relu", "swish")),
-        "relu, leaky_relu or swish",
-    ),
+    "block.activation": ((lambda v: v in ACTIVATIONS), ", ".join(ACTIVATIONS)),
     "encoding.n": _int_at_least(1),
     "encoding.mapping_size": _int_at_least(1),
     "encoding.sigma": _positive(),
@@ -141,8 +136,8 @@ def load_images(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, to
     d, root = cfg.dataset, Path(cfg.paths.data_dir)
     extra = {"source": d.source, "size": d.image_size} if d.name == "image_folder" else {}
     prepare(d.name, raw_root=root / "raw", out_root=root / "prepared", **extra)
-    (train, _), (test, _) = load_splits(
-        d.name, ("train", "test"), root / "prepared", d.image_size, device
+    (train, _), (test, _) = load_splits(  # prepare has just checked the artefact
+        d.name, ("train", "test"), root / "prepared", d.image_size, device, verify=False
     )
     return train, test
 

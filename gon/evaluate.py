@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from gon import GON, fit_gaussian, make_grid, slerp
+from gon import GON, make_grid, slerp
 from gon.builders import build_model, resolve_device
 from gon.checkpoint import load_checkpoint
-from gon.data import load_dataset
-from gon.metrics import SAMPLE_SEED, image_grid, image_metrics
+from gon.data import load_splits
+from gon.metrics import image_grid, image_metrics, render, sample_latents
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ def encode(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int) -
     return model.encode(coords, images, batch_size=CHUNK, train_batch=batch)
 
 
-def render(model: GON, z: torch.Tensor, size: tuple[int, int], batch: int = 256) -> torch.Tensor:
-    """Images (N, *size, C) from latents (N, d), in chunks."""
-    return torch.cat([model.render(chunk, size) for chunk in z.split(batch)])
-
-
 def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor,
                  y_test: torch.Tensor) -> float:
     """Test accuracy of a logistic regression fitted on standardised train latents."""
@@ -100,9 +95,7 @@ def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torc
     size, n = tuple(test.shape[1:3]), min(rows, len(test))
     k = min(rows // 2 * rows, len(test))  # originals and reconstructions alternate in a row
     pairs = torch.stack([test[:k], recon[:k]], 1).flatten(0, 1)
-    with torch.random.fork_rng(devices=[z_test.device.index or 0] if z_test.is_cuda else []):
-        torch.manual_seed(SAMPLE_SEED)  # the same noise for every variant
-        z_samples = fit_gaussian(z_train).sample((rows * rows,)).to(z_test.dtype)
+    z_samples = sample_latents(z_train, rows * rows).to(z_test.dtype)
     # slerp: a line per pair (image i -> image i + n): original, `rows` renders, original
     a, b = z_test[:n], z_test[n : 2 * n]
     m = len(b)
@@ -121,13 +114,13 @@ def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torc
     }
 
 
-def load_split(cfg: DictConfig, split: str, device: torch.device, cache: dict) -> tuple:
-    """(images, labels or None) of the trial's dataset, loaded once per dataset."""
+def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[tuple]:
+    """[(test images, labels or None), (train, ...)] of the trial's dataset, read once each."""
     d = cfg.dataset
-    key = (d.name, d.image_size, cfg.paths.data_dir, split)
+    key = (d.name, d.image_size, cfg.paths.data_dir)
     if key not in cache:
         root = Path(cfg.paths.data_dir) / "prepared"
-        cache[key] = load_dataset(d.name, split, root, d.image_size, device)
+        cache[key] = load_splits(d.name, ("test", "train"), root, d.image_size, device)
     return cache[key]
 
 
@@ -140,8 +133,7 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
         raise FileNotFoundError(f"{run_dir}: no checkpoint.pt with a config")
     cfg = OmegaConf.create(ckpt["config"])
     torch.manual_seed(cfg.seed)
-    test, y_test = load_split(cfg, "test", device, cache)
-    train, y_train = load_split(cfg, "train", device, cache)
+    (test, y_test), (train, y_train) = load_test_train(cfg, device, cache)
     model = build_model(cfg, channels=test.shape[-1]).to(device)
     model.load_state_dict(ckpt["model"])
     model.eval()

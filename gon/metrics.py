@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gon import fit_gaussian
+from gon import GON, fit_gaussian
 
 # metric name -> True if higher is better; the objectives that `optimized_metric` may name
 HIGHER_IS_BETTER = {"val/mse": False, "val/psnr": True, "val/ssim": True, "val/bce": False}
@@ -72,6 +72,20 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     Image.fromarray(array).save(path)
 
 
+def render(model: GON, z: torch.Tensor, size: tuple[int, ...], batch: int = 256) -> torch.Tensor:
+    """Images (N, *size, C) from latents (N, d), ``batch`` at a time."""
+    return torch.cat([model.render(chunk, size) for chunk in z.split(batch)])
+
+
+def sample_latents(z_fit: torch.Tensor, n: int) -> torch.Tensor:
+    """n latents from a Gaussian fitted to z_fit (N, d), drawn with SAMPLE_SEED (the same
+    noise for every model) without touching the global RNG."""
+    gauss = fit_gaussian(z_fit)
+    with torch.random.fork_rng(devices=[z_fit.device.index or 0] if z_fit.is_cuda else []):
+        torch.manual_seed(SAMPLE_SEED)
+        return gauss.sample((n,)).to(z_fit.dtype)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -92,19 +106,15 @@ def evaluate(
     try:
         size = tuple(val_images.shape[1:3])
         z = model.encode(coords, val_images, batch_size, train_batch)
-        recon = torch.cat([model.render(zb, size) for zb in z.split(batch_size)])
+        recon = render(model, z, size, batch_size)
         metrics = image_metrics(recon, val_images)
 
         cols = min(rows, len(val_images))
         n = min(max(1, rows // 2) * cols, len(val_images)) // cols * cols
         pairs = torch.stack([val_images[:n], recon[:n]])  # (2, n, H, W, C)
         pairs = pairs.unflatten(1, (-1, cols)).transpose(0, 1).flatten(0, 2)  # alternate rows
-        gauss = fit_gaussian(model.encode(coords, fit_images, batch_size, train_batch))
-        cuda = [z.device.index or 0] if z.is_cuda else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(SAMPLE_SEED)
-            z_samples = gauss.sample((rows * rows,)).to(z.dtype)
-        samples = model.render(z_samples, size)
+        z_fit = model.encode(coords, fit_images, batch_size, train_batch)
+        samples = model.render(sample_latents(z_fit, rows * rows), size)
         grids = {"recon": image_grid(pairs, cols), "samples": image_grid(samples, rows)}
     finally:
         model.train(was_training)

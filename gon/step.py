@@ -238,11 +238,10 @@ class TrainStep:
         buffers: dict[str, torch.Tensor],
         coords: torch.Tensor,
         target: torch.Tensor,
-    ):
-        loss_outer, loss_inner = functional_losses(
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return functional_losses(
             self.model, self.view, {**buffers, **params}, coords, target, self.path == "affine"
         )
-        return loss_outer, loss_inner
 
     def autograd_grads(
         self, target: torch.Tensor

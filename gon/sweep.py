@@ -240,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     record = json.loads((sweep_dir / RECORD).read_text())
     storage = args[1] if len(args) > 1 else record["storage"]
+    if len(args) == 1 and storage and "***" in storage:  # record_study masked the password
+        print(f"{sweep_dir / RECORD} keeps the storage URL without its password ({storage}); "
+              "pass the full URL: python -m gon.sweep SWEEP_DIR STORAGE_URL")
+        return 1
     study = optuna.load_study(study_name=record["study_name"],
                               storage=resolve_storage(sweep_dir, storage))
     old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}

@@ -41,7 +41,7 @@ from gon.checkpoint import (
 )
 from gon.data import DatasetError
 from gon.metrics import evaluate, is_better, save_png
-from gon.tracking import VARIANT_AXES, Tracker, tracking
+from gon.tracking import VARIANT_AXES, Tracker, tracking, variant_tags
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> floa
 
 def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str, float]:
     """Mean losses of the steps since the last call (one device sync); stop on a non-finite one."""
-    window = torch.stack(pending).cpu()  # (K, 2): loss_inner, loss_outer of steps step-K+1..step
+    window = torch.stack(pending).view(-1, 2).cpu()  # (K, 2): inner, outer of steps step-K+1..
     pending.clear()
     bad = (~torch.isfinite(window)).any(1).nonzero().flatten().tolist()
     if bad:
@@ -138,7 +138,7 @@ class _Job:
                                         self.t.compile_mode)
         except ValueError as e:
             raise ConfigError(str(e)) from e
-        variant = " ".join(f"{a}={cfg[a].name}" for a in VARIANT_AXES)
+        variant = " ".join(variant_tags(cfg))
         log.info("training %s (%d images %dx%dx%d) on %s, %d params", variant, n, h, w, c,
                  device, sum(p.numel() for p in self.model.parameters()))
 
@@ -181,7 +181,7 @@ class _Job:
         report_every = t.log_every * max(1, t.max_steps // (10 * t.log_every))  # ~10 log lines
         bar = tqdm(total=t.max_steps, initial=self.step, disable=not tty, unit="step",
                    dynamic_ncols=True, desc=f"{self.cfg.block.name}/{self.cfg.dataset.name}")
-        pending: list[torch.Tensor] = []  # per-step losses, read once per interval
+        pending: list[torch.Tensor] = []  # loss_inner, loss_outer of each step, read per interval
         tic, tic_step = time.perf_counter(), self.step
         for batch in self.batches():
             if self.step >= t.max_steps:
@@ -189,7 +189,7 @@ class _Job:
             self.step = step = self.step + 1
             losses = self.train_step(batch)  # writes p.grad
             self.optimizer.step()
-            pending.append(torch.stack([losses["loss_inner"], losses["loss_outer"]]))
+            pending += [losses["loss_inner"], losses["loss_outer"]]  # no kernel launch per step
             bar.update(1)
             end = step == t.max_steps
             if end or not (step % t.log_every and step % t.eval_every and step % t.ckpt_every):

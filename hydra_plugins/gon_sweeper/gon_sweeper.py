@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
@@ -62,7 +61,3 @@ class GonOptunaSweeper(OptunaSweeper):
             max_failure_rate, custom_search_space, params,
             trials_per_gpu=trials_per_gpu, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s)
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function,
-                           config=config)

@@ -78,6 +78,10 @@ def test_grids_are_images_not_blank(variants: list) -> None:
             assert grid.std() > 0 and (grid != 128).mean() > 0.3, f"{v.name}/{name} is blank"
         # super-resolution: 3 lines of 4 images, each 4x the native 8 px, with 2 px borders
         assert v.grids["superres"].shape[:2] == (3 * 34 + 2, 4 * 34 + 2)
+        # the grids above also hold originals; these parts hold renders only
+        for name, renders in [("samples", v.grids["samples"]),
+                              ("superres 4x", v.grids["superres"][2 * 34 + 2 :])]:
+            assert renders.std() > 0 and (renders != 128).mean() > 0.3, f"{v.name}/{name}"
 
 
 @pytest.mark.parametrize("updates", [1, 2])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from gon.builders import validate_config
 from gon.report import GRIDS
 
 ROOT = Path(__file__).resolve().parents[1]
+DVC = [str(Path(sys.executable).with_name("dvc"))]  # the venv's, activated or not
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # what a stage's code is: its entry modules, with everything of this repo they import
@@ -121,18 +123,20 @@ def _commit(repo: Path, message: str) -> None:
 
 
 def _status(repo: Path, env: dict[str, str]) -> dict:
-    return json.loads(_run(["dvc", "status", "--json"], repo, env) or "{}")
+    return json.loads(_run([*DVC, "status", "--json"], repo, env) or "{}")
 
 
 @pytest.mark.slow
 def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
-    repo, dvc = tmp_path / "repo", [str(Path(sys.executable).with_name("dvc"))]
+    repo = tmp_path / "repo"
     _copy_repo(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
-    env = subprocess_env(tmp_path) | {"DVC_NO_ANALYTICS": "1"}
+    # the stages run `python -m ...`: this interpreter's, whether or not its venv is activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = subprocess_env(tmp_path) | {"DVC_NO_ANALYTICS": "1", "PATH": path}
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     _commit(repo, "a copy")
-    _run([*dvc, "repro"], repo, env)
+    _run([*DVC, "repro"], repo, env)
 
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     names = {f"none-{b}-bce-{r}" for b in ("siren", "modulated") for r in ("mean", "sum")}
@@ -156,7 +160,7 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     assert {r["run"]["group"] for r in runs} == {read_run(train_run)["run"]["group"]} == {study}
 
     start = time.perf_counter()  # a second repro does nothing
-    out = _run([*dvc, "repro"], repo, env)
+    out = _run([*DVC, "repro"], repo, env)
     assert "Data and pipelines are up to date" in out and "Running stage" not in out
     print(f"no-op dvc repro: {time.perf_counter() - start:.1f} s")
 
@@ -170,8 +174,8 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     assert set(_status(repo, env)) == {"sweep"}  # evaluate follows once the sweep has rerun
     subprocess.run(["git", "checkout", "--", "."], cwd=repo, check=True)
 
-    out = _run([*dvc, "exp", "run", "-S", "evaluate.grid_rows=2"], repo, env)
+    out = _run([*DVC, "exp", "run", "-S", "evaluate.grid_rows=2"], repo, env)
     assert "Stage 'sweep' didn't change, skipping" in out and "Running stage 'evaluate'" in out
-    assert "evaluate.grid_rows" in _run([*dvc, "params", "diff"], repo, env)
+    assert "evaluate.grid_rows" in _run([*DVC, "params", "diff"], repo, env)
     with Image.open(repo / "reports" / "images" / "none-siren-bce-sum" / "superres.png") as img:
         assert img.width == 2 * 34 + 2  # 2 columns of 4x renders of 8 px

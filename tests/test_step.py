@@ -90,23 +90,26 @@ def test_auto_path_choice():
         TrainStep(build(), make_grid(4, 4), compile=True, compile_mode="fast")
 
 
+def trajectory(xs: torch.Tensor, **step_kw) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(loss_outer of each Adam step, final parameters) of a float32 model on batches xs. The
+    losses are kept until the end, as training keeps them."""
+    model = build(dtype=torch.float32).to(xs.device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = TrainStep(model, make_grid(*xs.shape[2:4], device=xs.device), **step_kw)
+    losses = []
+    for x in xs:
+        losses.append(step(x)["loss_outer"])
+        opt.step()
+    return torch.stack(losses), [p.detach().clone() for p in model.parameters()]
+
+
 def test_loss_trajectory_matches_autograd_in_float32():
     """20 Adam steps from the same initialisation: fast path and reference agree."""
     torch.manual_seed(1)
     xs = torch.rand(20, 8, 6, 6, 2)
-    trajectories = {}
-    for path in ("autograd", "affine"):
-        model = build(dtype=torch.float32)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = TrainStep(model, make_grid(6, 6), path=path)
-        losses = []
-        for x in xs:
-            losses.append(step(x)["loss_outer"])
-            opt.step()
-        trajectories[path] = torch.stack(losses)
-    torch.testing.assert_close(
-        trajectories["affine"], trajectories["autograd"], rtol=1e-4, atol=1e-5
-    )
+    affine, _ = trajectory(xs, path="affine")
+    reference, _ = trajectory(xs, path="autograd")
+    torch.testing.assert_close(affine, reference, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -140,18 +143,8 @@ def test_cuda_trajectory_matches_autograd(compile, mode):
     """6 Adam steps on the GPU; the losses are kept until the end, as training keeps them, so a
     CUDA-graph replay that overwrote an earlier step's outputs would show here."""
     xs = torch.rand(6, 8, 6, 6, 2, device="cuda")
-    coords = make_grid(6, 6, device="cuda")
-    runs = {}
-    for name, kw in {"ref": dict(path="autograd"),
-                     "fast": dict(compile=compile, compile_mode=mode)}.items():
-        model = build(dtype=torch.float32).cuda()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = TrainStep(model, coords, **kw)
-        losses = []
-        for x in xs:
-            losses.append(step(x)["loss_outer"])
-            opt.step()
-        runs[name] = (torch.stack(losses), [p.detach().clone() for p in model.parameters()])
-    torch.testing.assert_close(runs["fast"][0], runs["ref"][0], rtol=1e-4, atol=1e-5)
-    for p, r in zip(runs["fast"][1], runs["ref"][1], strict=True):
+    losses, params = trajectory(xs, compile=compile, compile_mode=mode)
+    ref_losses, ref_params = trajectory(xs, path="autograd")
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-4, atol=1e-5)
+    for p, r in zip(params, ref_params, strict=True):
         torch.testing.assert_close(p, r, rtol=1e-3, atol=1e-5)

@@ -39,9 +39,9 @@ def _args(data_dir: Path, sweep_dir: Path, *overrides: str, drop: tuple[str, ...
             f"hydra.sweep.dir={sweep_dir}", *overrides]
 
 
-def _sweep(tmp_path: Path, args: list, ok: bool = True) -> str:
-    proc = subprocess.run(args, cwd=ROOT, env=subprocess_env(tmp_path), capture_output=True,
-                          text=True, timeout=900)
+def _sweep(tmp_path: Path, args: list, ok: bool = True, **env: str) -> str:
+    proc = subprocess.run(args, cwd=ROOT, env=subprocess_env(tmp_path) | env,
+                          capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert (proc.returncode == 0) == ok, out[-6000:]
     return out
@@ -93,8 +93,9 @@ def test_variants_grid_trains_each_variant_once(tmp_path: Path, data_dir: Path) 
     out = _sweep(tmp_path, [*args, "seed=1"], ok=False)  # another config: refused
     assert "started with other settings (overrides: +seed=1)" in out, out[-3000:]
     assert "Traceback" not in out
-    out = _sweep(tmp_path, [*args, "hydra.sweeper.trials_per_gpu=2"], ok=False)
-    assert "trials_per_gpu needs visible GPUs" in out  # on this CPU machine
+    out = _sweep(tmp_path, [*args, "hydra.sweeper.trials_per_gpu=2"], ok=False,
+                 CUDA_VISIBLE_DEVICES="")  # no GPU visible, also on a GPU machine
+    assert "trials_per_gpu needs visible GPUs" in out
     assert len(_study(sweep_dir).trials) == 16
 
 
@@ -242,6 +243,7 @@ def test_study_record_is_reused_and_mismatches_refused(tmp_path: Path) -> None:
     sw.record_study(pg, "s", "postgresql://u:secret@db/gon")
     assert "secret" not in (pg / sw.RECORD).read_text()
     assert sw.recorded_study(pg, None, "postgresql://u:secret@db/gon") == "s"
+    assert sw.main([str(pg)]) == 1  # the record has no password: the summary asks for the URL
     assert sw.resolve_storage(tmp_path / "new", None).endswith(f"/new/{sw.DEFAULT_DB}")
 
 
@@ -299,9 +301,12 @@ def test_heartbeat_refreshes_running_trials() -> None:
     trial = study.ask()
     st.claim(trial)
     trial.set_user_attr(st.BEAT, 0.0)
+    t0 = time.time()
     with st.heartbeat([trial], every_s=0.02):
-        time.sleep(0.2)
-    assert time.time() - study.trials[0].user_attrs[st.BEAT] < 5
+        deadline = time.monotonic() + 30
+        while study.trials[0].user_attrs[st.BEAT] < t0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert study.trials[0].user_attrs[st.BEAT] >= t0  # beaten while the block ran
     assert not st.is_stale(study.trials[0], stale_after_s=60)
 
 

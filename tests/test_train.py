@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,19 +36,20 @@ def _metrics(run_dir: Path) -> dict:
 
 @pytest.mark.parametrize(
     "override",
-    ["block=siren", "block=modulated", "block=relu", "encoding=none", "encoding=nerf",
-     "encoding=gaussian", "loss=mse", "loss=bce", "latent_reduction=mean",
-     "latent_reduction=sum"],
+    # the defaults (siren, none, bce, sum) once, then every other value of each axis
+    ["", "block=modulated", "block=relu", "encoding=nerf", "encoding=gaussian", "loss=mse",
+     "latent_reduction=mean"],
 )
 def test_each_axis_value_trains(tiny_cfg, tmp_path: Path, override: str) -> None:
-    objective = train(tiny_cfg(override))
+    objective = train(tiny_cfg(*filter(None, [override])))
     assert math.isfinite(objective)
     run = tmp_path / "run"
     metrics = _metrics(run)
     assert metrics["objective"] == objective == metrics["val/psnr"]
     assert all(math.isfinite(metrics[k]) for k in (*VAL_KEYS, "train/loss_outer"))
-    for png in ("recon.png", "samples.png"):
-        assert Image.open(run / png).getextrema() != ((128, 128),) * 3  # not blank
+    assert (run / "recon.png").exists()
+    # samples.png holds renders only (recon.png also holds the originals): not one flat grey
+    assert Image.open(run / "samples.png").getextrema() != ((128, 128),) * 3
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)  # a plain dict
     assert ckpt["step"] == 5 and ckpt["config"]["model"]["hidden_dim"] == 16
     assert {"model", "optimizer", "rng", "best"} <= set(ckpt)
@@ -79,6 +81,10 @@ BAD = {
     "train.compile_mode=reduce-overhead": "needs compile=True",
     "train.matmul_precision=low": "train.matmul_precision.*highest, high or medium",
     "train.step_path=affine model.dropout=0.2": "path='affine' needs",
+    "encoding=nerf encoding.n=0": "encoding.n",
+    "encoding=gaussian encoding.sigma=0": "encoding.sigma",
+    # every bad value in one message
+    "train.lr=-1 model.latent_dim=0": "train.lr.*model.latent_dim|model.latent_dim.*train.lr",
 }
 
 
@@ -90,24 +96,10 @@ def test_bad_value_is_one_clear_error(tiny_cfg, tmp_path: Path, override: str) -
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize(
-    "overrides", [("encoding=nerf", "encoding.n=0"), ("encoding=gaussian", "encoding.sigma=0")]
-)
-def test_bad_encoding_parameter(tiny_cfg, overrides: tuple[str, str]) -> None:
-    with pytest.raises(ConfigError, match=overrides[1].split("=")[0]):
-        train(tiny_cfg(*overrides))
-
-
-def test_all_bad_values_in_one_message(tiny_cfg) -> None:
-    with pytest.raises(ConfigError, match="train.lr.*model.latent_dim|model.latent_dim.*train.lr"):
-        train(tiny_cfg("train.lr=-1", "model.latent_dim=0"))
-
-
 def test_divergence_stops_at_once(tiny_cfg, tmp_path: Path) -> None:
-    start = time.perf_counter()
-    with pytest.raises(DivergenceError, match="non-finite at step"):
+    with pytest.raises(DivergenceError, match="non-finite at step") as err:
         train(tiny_cfg("train.lr=1e10", "train.max_steps=200"))  # 1e6 suffices at default sizes
-    assert time.perf_counter() - start < 60
+    assert int(re.search(r"at step (\d+)", str(err.value))[1]) <= 25  # long before step 200
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 

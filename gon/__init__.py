@@ -3,7 +3,7 @@
 >>> from gon import GON, ImplicitDecoder, SirenBlockFactory, NeRFPositionalEncoding
 """
 
-from gon.blocks import (
+from gon.core.blocks import (
     BaseBlockFactory,
     LinearBlock,
     LinearBlockFactory,
@@ -12,17 +12,17 @@ from gon.blocks import (
     SirenLinear,
     Swish,
 )
-from gon.coords import get_xy_grid, make_grid
-from gon.decoder import ImplicitDecoder, Modulator
-from gon.encoding import (
+from gon.core.coords import get_xy_grid, make_grid
+from gon.core.decoder import ImplicitDecoder, Modulator
+from gon.core.encoding import (
     CoordinateEncoding,
     GaussianFourierFeatureTransform,
     IdentityPositionalEncoding,
     NeRFPositionalEncoding,
 )
-from gon.model import GON
-from gon.sampling import fit_gaussian, slerp
-from gon.step import TrainStep, gon_step
+from gon.core.model import GON
+from gon.core.sampling import fit_gaussian, slerp
+from gon.core.step import TrainStep, gon_step
 
 __all__ = [
     "BaseBlockFactory",

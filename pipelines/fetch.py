@@ -13,13 +13,13 @@ import argparse
 import logging
 import sys
 
-from gon.data import DATASETS, DatasetError, prepare
+from gon.app.data import DATASETS, DatasetError, prepare
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse argv, prepare the dataset; return 0, 1 (data problem) or 2 (bad arguments)."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.fetch",
+        prog="gon-fetch",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -50,5 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """Console script `gon-fetch`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

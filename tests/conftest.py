@@ -1,34 +1,16 @@
-"""Shared fixtures: composed tiny training configs, a prepared digits data dir, offline W&B."""
+"""Shared fixtures: composed tiny training configs, a prepared digits data dir, offline W&B.
+Helper functions live in helpers.py."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import TINY, compose_config, subprocess_env
 from omegaconf import DictConfig
 
-from gon.data import prepare
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-# a training job that takes about a second on a CPU
-TINY = [
-    "logger=none", "device=cpu", "model.hidden_dim=16", "model.latent_dim=8",
-    "model.num_layers=2", "train.max_steps=5", "train.batch_size=16", "train.log_every=2",
-    "train.eval_every=5", "train.ckpt_every=5", "eval.num_images=32", "eval.fit_images=64",
-    "eval.grid_rows=4",
-]
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """conf/config.yaml composed with `overrides` (no Hydra run context)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), ):
-        return compose("config", overrides=overrides)
+from gon.app.data import prepare
 
 
 @pytest.fixture(scope="session")
@@ -54,18 +36,11 @@ def tiny_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
 
 @pytest.fixture
 def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """W&B offline, silent, without git probing, writing under tmp_path."""
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path),
-                       "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}.items():
-        monkeypatch.setenv(key, value)
+    """W&B offline, silent, without git probing, writing under tmp_path (the same environment
+    as the CLI subprocesses get)."""
     for key in ("WANDB_API_KEY", "WANDB_RUN_GROUP"):
         monkeypatch.delenv(key, raising=False)
+    for key, value in subprocess_env(tmp_path).items():
+        if key.startswith("WANDB_"):
+            monkeypatch.setenv(key, value)
     yield tmp_path
-
-
-def subprocess_env(tmp_path: Path) -> dict[str, str]:
-    """The environment for CLI subprocesses: offline W&B under tmp_path, no full Hydra errors."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
-    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true",
-               WANDB_DISABLE_GIT="true")
-    return env

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF_DIR, compose_config
+from helpers import CONF_DIR, compose_config
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException
+from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import OmegaConf
 
 from gon import GON
-from gon.builders import build_model, validate_config
-from gon.data import DATASETS
+from gon.app.builders import build_model, validate_config
+from gon.app.data import DATASETS
+from gon.app.variants import AXES
 
 GROUPS = ["block", "dataset", "encoding", "latent_reduction", "logger", "loss"]  # one per axis
 OVERLAYS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in GROUPS)
@@ -23,7 +26,7 @@ OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.ya
 
 
 def test_groups_are_the_variant_axes() -> None:
-    assert set(OVERLAYS) <= {"hydra", "hparams_search", "experiment"}
+    assert set(OVERLAYS) <= {"hydra", "hparams_search", "experiment", "debug"}
     options = {g: {o for gg, o in OPTIONS if gg == g} for g in GROUPS}
     assert options["block"] == {"siren", "modulated", "relu"}
     assert options["encoding"] == {"none", "nerf", "gaussian"}
@@ -91,3 +94,23 @@ def test_wandb_mode_defaults_to_offline(monkeypatch, env: str | None, mode: str)
         monkeypatch.setenv("WANDB_MODE", env)
     assert compose_config([]).logger.wandb.mode == mode
     assert compose_config(["logger=none"]).logger.wandb is None
+
+
+def test_variants_overlay_sweeps_the_variant_axes() -> None:
+    params = OmegaConf.load(CONF_DIR / "hparams_search" / "variants.yaml").hydra.sweeper.params
+    assert list(params) == list(AXES)  # the grid, its order and the variant names agree
+
+
+SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").iterdir())
+
+
+@pytest.mark.parametrize("overlay", SEARCHES)
+def test_every_searched_value_is_valid(overlay: str) -> None:
+    """Both ends of every searched range compose and validate (an int key gets ints)."""
+    params = OmegaConf.load(CONF_DIR / "hparams_search" / f"{overlay}.yaml").hydra.sweeper.params
+    parser = OverridesParser.create()
+    for key, grammar in params.items():
+        dist = create_optuna_distribution_from_override(parser.parse_override(f"{key}={grammar}"))
+        ends = dist.choices if hasattr(dist, "choices") else (dist.low, dist.high)
+        for value in ends:
+            validate_config(compose_config([f"{key}={value}"]))

@@ -1,5 +1,5 @@
-"""gon.evaluate and gon.report on tiny trained runs: metrics, latents, grids, the report files,
-the offline HTML page, the CLI and the W&B eval/summary runs read back.
+"""gon.app.evaluate and gon.app.report on tiny trained runs: metrics, latents, grids, the report
+files, the offline HTML page, the CLI and the W&B eval/summary runs read back.
 
 $ python -m pytest tests/test_evaluate.py -q
 """
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from helpers import TINY, compose_config
 from PIL import Image
 from wandb_reader import read_run
 
 from gon import make_grid
-from gon.builders import build_model
-from gon.evaluate import encode, evaluate_sweep, find_runs, main, variant_name
-from gon.report import GRIDS, log_wandb, write_report
-from gon.train import train
+from gon.app.builders import build_model
+from gon.app.evaluate import encode, evaluate_sweep, find_runs, main, variant_name
+from gon.app.report import GRIDS, log_wandb, write_report
+from gon.app.train import train
 
 VARIANTS = {"0": ["block=siren", "latent_reduction=sum"],
             "1": ["block=modulated", "latent_reduction=mean", "loss=mse", "encoding=nerf"]}

@@ -7,53 +7,17 @@ from math import sqrt
 
 import pytest
 import torch
+from helpers import BLOCKS, ENCODINGS, make_gon
 
 import gon
 from gon import (
     GON,
-    GaussianFourierFeatureTransform,
-    IdentityPositionalEncoding,
     ImplicitDecoder,
     LinearBlockFactory,
     NeRFPositionalEncoding,
     SirenBlockFactory,
     make_grid,
 )
-
-ENCODINGS = {
-    "none": lambda: IdentityPositionalEncoding(2),
-    "nerf": lambda: NeRFPositionalEncoding(2, n=4),
-    "gaussian": lambda: GaussianFourierFeatureTransform(2, 8, 1.0, seed=0),
-}
-BLOCKS = {
-    "siren": (lambda: SirenBlockFactory(w0=30.0), False),
-    "modulated": (lambda: SirenBlockFactory(w0=30.0), True),
-    "relu": (lambda: LinearBlockFactory(activation="relu"), False),
-}
-
-
-def make_gon(
-    encoding="nerf",
-    block="siren",
-    loss="bce",
-    reduction="sum",
-    channels=1,
-    latent_dim=8,
-    hidden=16,
-    layers=3,
-    **kw,
-) -> GON:
-    factory, modulation = BLOCKS[block]
-    dec = ImplicitDecoder(
-        latent_dim,
-        channels,
-        hidden,
-        layers,
-        factory(),
-        ENCODINGS[encoding](),
-        modulation=modulation,
-    )
-    return GON(dec, loss=loss, latent_reduction=reduction, **kw)
 
 
 @pytest.mark.parametrize(
@@ -213,7 +177,7 @@ def test_sampling_slerp_and_super_resolution():
 
 
 def test_learned_origin_is_a_parameter_and_multiple_updates():
-    model = make_gon(learn_origin=True, latent_updates=3)
+    model = make_gon(learn_origin=True, updates=3)
     assert any(p is model.init_latent for p in model.parameters())
     coords, x = make_grid(4, 4), torch.rand(2, 4, 4, 1)
     out = gon.TrainStep(model, coords)(x)
@@ -228,7 +192,7 @@ def test_learned_origin_is_a_parameter_and_multiple_updates():
         (lambda: LinearBlockFactory(activation="tanhh"), "activation='tanhh'"),
         (lambda: make_gon(latent_dim=0), "latent_dim"),
         (lambda: make_gon(layers=0), "num_layers"),
-        (lambda: make_gon(latent_updates=0), "latent_updates"),
+        (lambda: make_gon(updates=0), "latent_updates"),
         (lambda: NeRFPositionalEncoding(2, n=0), "n must be"),
         (lambda: SirenBlockFactory(w0=0), "w0"),
     ],
@@ -252,35 +216,11 @@ def test_bad_shapes_raise_value_error(coords, target):
         make_gon().infer_latents(coords, target)
 
 
-def test_seed_readme_from_code_example_runs():
-    """gon-pytorch's README example, with only the import line changed."""
-    from gon import GON, ImplicitDecoder, NeRFPositionalEncoding, SirenBlockFactory
-
-    pos_encoder = NeRFPositionalEncoding(in_dim=2)
-    decoder = ImplicitDecoder(
-        latent_dim=128,
-        out_dim=3,
-        hidden_dim=128,
-        num_layers=4,
-        block_factory=SirenBlockFactory(),
-        pos_encoder=pos_encoder,
-    )
-    gon_model = GON(decoder)
-    coords = torch.randn(1, 32, 32, 2)
-    image = torch.rand(1, 32, 32, 3)
-    latent, latent_loss = gon_model.infer_latents(coords, image)
-    recon = gon_model(coords, latent)
-    loss = ((recon - image) ** 2).mean()
-    loss.backward()
-    assert recon.shape == image.shape and latent.shape == (1, 128)
-    assert decoder.blocks[0].linear.weight.grad is not None
-
-
 @pytest.mark.parametrize("updates", [1, 2])
 def test_encode_mean_reduction_reproduces_training_batches(updates):
     """With "mean", encode(train_batch=B) gives the latents a training batch of B gave."""
     torch.manual_seed(6)
-    model = make_gon(reduction="mean", latent_updates=updates)
+    model = make_gon(reduction="mean", updates=updates)
     coords, x = make_grid(5, 5), torch.rand(4, 5, 5, 1)
     z_train, _ = model.infer_latents(coords, x)  # a training batch of 4
     for chunk in (1, 3, 7):

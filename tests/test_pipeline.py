@@ -19,21 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import compose_config, subprocess_env
+from helpers import ROOT, compose_config, subprocess_env
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.builders import validate_config
-from gon.report import GRIDS
+from gon.app.builders import validate_config
+from gon.app.report import GRIDS
 
-ROOT = Path(__file__).resolve().parents[1]
 DVC = [str(Path(sys.executable).with_name("dvc"))]  # the venv's, activated or not
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # what a stage's code is: its entry modules, with everything of this repo they import
 ENTRY = {"sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
                    "hydra_plugins.gon_sweeper._impl"],
-         "evaluate": ["gon.evaluate", "gon.report"]}
+         "evaluate": ["gon.evaluate"]}
 # a shrunk pipeline: 4 variants (encoding and loss fixed), tiny models, a few steps
 TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 "
               "train.batch_size=32 train.log_every=5 eval.num_images=64 eval.fit_images=128")
@@ -82,7 +81,8 @@ def test_code_deps_cover_what_the_stage_imports(stage: str) -> None:
 
 def test_deps_keep_tracking_and_evaluation_out_of_training() -> None:
     sweep = STAGES["sweep"]["deps"]
-    for path in ("gon/evaluate.py", "gon/report.py", "conf/logger/wandb.yaml", "params.yaml"):
+    for path in ("gon/app/evaluate.py", "gon/app/report.py", "conf/logger/wandb.yaml",
+                 "params.yaml"):
         assert not _covered(path, sweep), f"editing {path} would retrain"
     assert STAGES["sweep"]["params"] == ["sweep"] and STAGES["evaluate"]["params"] == ["evaluate"]
     assert "outputs/sweep" in STAGES["evaluate"]["deps"] and STAGES["sweep"]["outs"] == [

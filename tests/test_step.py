@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_gon
 
-from gon import GON, ImplicitDecoder, SirenBlockFactory, TrainStep, make_grid
-from gon.encoding import GaussianFourierFeatureTransform
-from gon.step import affine_applies
+from gon import GON, TrainStep, make_grid
+from gon.core.latents import affine_applies
 
 
-def build(
-    modulation=False,
-    loss="bce",
-    reduction="sum",
-    updates=1,
-    learn_origin=False,
-    dropout=0.0,
-    dtype=torch.float64,
-) -> GON:
-    torch.manual_seed(0)
-    dec = ImplicitDecoder(
-        6,
-        2,
-        16,
-        3,
-        SirenBlockFactory(w0=10.0),
-        GaussianFourierFeatureTransform(2, 4, seed=0),
-        modulation=modulation,
-        dropout=dropout,
-    )
-    return GON(dec, updates, learn_origin, loss, reduction).to(dtype)
+def build(modulation: bool = False, loss: str = "bce", reduction: str = "sum", updates: int = 1,
+          learn_origin: bool = False, dropout: float = 0.0, dtype: torch.dtype = torch.float64
+          ) -> GON:
+    """The steps' test model: Gaussian features, SIREN (w0 10), 2 channels, seeded."""
+    return make_gon("gaussian", "modulated" if modulation else "siren", loss, reduction,
+                    channels=2, latent_dim=6, w0=10.0, dropout=dropout, updates=updates,
+                    learn_origin=learn_origin, dtype=dtype, seed=0)
 
 
 def grads_after_step(model: GON, path: str, x: torch.Tensor, compile: bool = False):

@@ -1,6 +1,6 @@
 """Optuna sweeps (gon_optuna sweeper, conf/hparams_search/): the 16-variant grid and its
 resume, failed trials, joblib, submitit_local, the TPE overlay with W&B groups, a killed
-sweeper; and the gon.sweep / gon.sweep_trials helpers on in-memory studies.
+sweeper; and the gon.app.sweep / gon.app.sweep_trials helpers on in-memory studies.
 
 $ python -m pytest tests/test_sweeps.py -q          # add -m "not slow" for the helpers only
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,33 +16,28 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import CONF_DIR, TINY, subprocess_env
+from helpers import CONF_DIR, kill_when, run, start, train_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 from wandb_reader import read_run
 
-from gon import sweep as sw
-from gon import sweep_trials as st
+from gon.app import sweep as sw
+from gon.app import sweep_trials as st
+from gon.app.variants import AXES
 
-ROOT = Path(__file__).resolve().parents[1]
-AXES = ("encoding", "block", "loss", "latent_reduction")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# the tiny sizes, given on the command line so that the TPE overlay does not search them
+TPE_FIXED = ("model.latent_dim=8", "model.num_layers=2")
 
 
-def _args(data_dir: Path, sweep_dir: Path, *overrides: str, drop: tuple[str, ...] = ()) -> list:
-    tiny = [o for o in TINY if o.split("=")[0] not in drop]
-    return [sys.executable, "-m", "gon.train", *tiny, f"paths.data_dir={data_dir}",
-            f"hydra.sweep.dir={sweep_dir}", *overrides]
+def _args(data_dir: Path, sweep_dir: Path, *overrides: str) -> list:
+    return train_cli(data_dir, f"hydra.sweep.dir={sweep_dir}", *overrides)
 
 
 def _sweep(tmp_path: Path, args: list, ok: bool = True, **env: str) -> str:
-    proc = subprocess.run(args, cwd=ROOT, env=subprocess_env(tmp_path) | env,
-                          capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert (proc.returncode == 0) == ok, out[-6000:]
-    return out
+    return run(args, tmp_path, ok, **env)
 
 
 def _study(sweep_dir: Path) -> optuna.Study:
@@ -135,8 +128,8 @@ def test_tpe_overlay_resumes_and_tracks_one_wandb_group(tmp_path: Path, data_dir
     """2 TPE trials, then the same command with n_trials=3 adds one new trial (not a repeat
     of the first draw); every trial's W&B run is in the study's group."""
     sweep_dir = tmp_path / "tpe"
-    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "logger=wandb",
-                 "model.hidden_dim=choice(8,16)", drop=("logger", "model.hidden_dim"))
+    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "logger=wandb", *TPE_FIXED,
+                 "model.hidden_dim=choice(8,16)")
     _sweep(tmp_path, [*args, "hydra.sweeper.n_trials=2"])
     out = _sweep(tmp_path, [*args, "hydra.sweeper.n_trials=3"])
     study = _study(sweep_dir)
@@ -157,7 +150,8 @@ def test_tpe_overlay_resumes_and_tracks_one_wandb_group(tmp_path: Path, data_dir
 @pytest.mark.slow
 def test_submitit_local_and_a_variant_without_w0(tmp_path: Path, data_dir: Path) -> None:
     sweep_dir = tmp_path / "submitit"
-    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "block=relu",
+    args = _args(data_dir, sweep_dir, "hparams_search=tpe", "block=relu", *TPE_FIXED,
+                 "model.hidden_dim=16",
                  "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
                  "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5")
     out = _sweep(tmp_path, args)
@@ -176,16 +170,8 @@ def test_killed_sweeper_leaves_no_running_trial(tmp_path: Path, data_dir: Path) 
     its checkpoint) and finishes the grid; the killed trial is recorded as interrupted."""
     sweep_dir = tmp_path / "killed"
     args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none",
-                 "block=siren", "loss=mse", "train.max_steps=100", "train.ckpt_every=5",
-                 drop=("train.max_steps", "train.ckpt_every"))
-    proc = subprocess.Popen(args, cwd=ROOT, env=subprocess_env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (sweep_dir / "0" / "checkpoint.pt").exists() and proc.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+                 "block=siren", "loss=mse", "train.max_steps=100", "train.ckpt_every=5")
+    kill_when(start(args, tmp_path, capture=False), sweep_dir / "0" / "checkpoint.pt")
     assert not (sweep_dir / "0" / "metrics.json").exists(), "finished before the kill"
     assert _states(_study(sweep_dir)) == {"RUNNING": 1}
 

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import subprocess_env
+from helpers import kill_when, start, train_cli
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.builders import ConfigError
-from gon.checkpoint import CheckpointError
-from gon.train import DivergenceError, train
+from gon.app.builders import ConfigError
+from gon.app.checkpoint import CheckpointError
+from gon.app.train import DivergenceError, train
 
-ROOT = Path(__file__).resolve().parents[1]
 VAL_KEYS = ("val/mse", "val/psnr", "val/ssim", "val/bce")
 
 
@@ -153,24 +147,12 @@ def test_wandb_offline_run_reads_back(tiny_cfg, wandb_offline: Path, tmp_path: P
         assert img.format == "PNG"
 
 
-def _cli(args: list[str], tmp_path: Path, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gon.train", *args], cwd=ROOT, env=subprocess_env(tmp_path),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def _tiny_cli(data_dir: Path) -> list[str]:
-    from conftest import TINY
-
-    return [*TINY, f"paths.data_dir={data_dir}"]
-
-
 @pytest.mark.slow
 def test_cli_multirun_two_jobs_with_wandb(tmp_path: Path, data_dir: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = [*_tiny_cli(data_dir), "logger=wandb", "-m", "block=siren,modulated",
-            f"hydra.sweep.dir={sweep}"]
-    out, _ = _cli(args, tmp_path).communicate(timeout=300)
+    argv = train_cli(data_dir, "logger=wandb", "-m", "block=siren,modulated",
+                     f"hydra.sweep.dir={sweep}")
+    out, _ = start(argv, tmp_path).communicate(timeout=300)
     assert "Launching 2 jobs" in out, out
     groups = set()
     for job, block in (("0", "siren"), ("1", "modulated")):
@@ -187,9 +169,8 @@ def test_cli_multirun_two_jobs_with_wandb(tmp_path: Path, data_dir: Path) -> Non
 def test_cli_diverging_job_fails_and_the_multirun_goes_on(tmp_path: Path, data_dir: Path):
     sweep = tmp_path / "sweep"
     default_sizes = ["model.hidden_dim=64", "model.latent_dim=32", "model.num_layers=3"]
-    args = [*_tiny_cli(data_dir), *default_sizes, "train.max_steps=20", "-m",
-            "train.lr=1e6,1e-3", f"hydra.sweep.dir={sweep}"]
-    proc = _cli(args, tmp_path)
+    proc = start(train_cli(data_dir, *default_sizes, "train.max_steps=20", "-m",
+                           "train.lr=1e6,1e-3", f"hydra.sweep.dir={sweep}"), tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
     assert "loss became non-finite" in out
@@ -199,8 +180,8 @@ def test_cli_diverging_job_fails_and_the_multirun_goes_on(tmp_path: Path, data_d
 
 @pytest.mark.slow
 def test_cli_bad_value_exits_with_one_line(tmp_path: Path, data_dir: Path) -> None:
-    proc = _cli([*_tiny_cli(data_dir), "train.lr=-1", f"hydra.run.dir={tmp_path / 'r'}"],
-                tmp_path)
+    proc = start(train_cli(data_dir, "train.lr=-1", f"hydra.run.dir={tmp_path / 'r'}"),
+                 tmp_path)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert "invalid config: train.lr=-1" in out and "Traceback" not in out
@@ -211,18 +192,13 @@ def test_cli_sigkill_then_resume_is_bit_identical(tmp_path: Path, data_dir: Path
     steps = ["train.max_steps=200", "train.ckpt_every=10", "train.eval_every=50",
              "model.dropout=0.1"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    reference = _cli([*_tiny_cli(data_dir), *steps, f"hydra.run.dir={whole}"], tmp_path)
-    proc = _cli([*_tiny_cli(data_dir), *steps, f"hydra.run.dir={killed}"], tmp_path)
-    deadline = time.monotonic() + 300
-    while not (killed / "checkpoint.pt").exists() and proc.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    reference = start(train_cli(data_dir, *steps, f"hydra.run.dir={whole}"), tmp_path)
+    proc = start(train_cli(data_dir, *steps, f"hydra.run.dir={killed}"), tmp_path)
+    kill_when(proc, killed / "checkpoint.pt")
     assert not (killed / "metrics.json").exists(), "finished before the kill: use more steps"
     assert reference.wait(timeout=300) == 0, reference.stdout.read()
 
-    proc = _cli([*_tiny_cli(data_dir), *steps, f"hydra.run.dir={killed}"], tmp_path)
+    proc = start(train_cli(data_dir, *steps, f"hydra.run.dir={killed}"), tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "resuming" in out, out
     assert _metrics(killed) == _metrics(whole)

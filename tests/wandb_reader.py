@@ -1,79 +1,77 @@
-"""Read a W&B offline run (`run-<id>.wandb`) back without network, for tests.
+"""Read a W&B offline run back without network, for tests, through W&B's public CLI.
 
 Usage:
     run = read_run(next(Path(out_dir, "wandb").glob("offline-run-*")))
     run["config"]["block"], run["history"][-1]["val/psnr"], run["run"]["group"]
 
-The file is a LevelDB-style log: a 7-byte header (b":W&B", 0xBEE1, version), then 32 KiB blocks
-of records, each `<crc u32><length u16><type u8>` + payload (type 1 full, 2 first, 3 middle,
-4 last); a payload is a `wandb_internal_pb2.Record`. This is a private format of wandb 0.31
-(pinned in pyproject.toml): a failing test here is the signal that it changed.
+`wandb leet inspect --json <run dir>` (wandb 0.31 and up; 0.30's `inspect` has no --json) prints
+one JSON object per record of the run's log, e.g.
+    {"num":2,"type":"run","run":{"config":{"update":{"block":{"name":"siren"}}},"run_id":..}}
+    {"num":11,"type":"history","history":{"item":{"_step":0,"recon._type":"image-file"},..}}
+    {"num":26,"type":"summary","summary":{"update":{"best":"a","test/psnr":20}}}
+    {"num":29,"type":"exit","exit":{"exit_code":0}}
+Empty fields are left out; nested metric keys are joined with "." (`recon._type`), and non-finite
+numbers are the strings "NaN", "Infinity", "-Infinity". This reader joins nested keys with "/"
+(`recon/_type`), so a "." inside a logged key reads as nesting, and turns those strings back into
+floats. Numbers keep the CLI's JSON types: a logged 1.0 reads back as the int 1.
 """
 
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Iterator
+import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from wandb.proto import wandb_internal_pb2 as pb
-
-BLOCK = 32768
-HEADER = struct.Struct("<IHB")  # crc, length, type
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def iter_records(path: str | Path) -> Iterator[pb.Record]:
-    """Every protobuf Record in a .wandb file, reassembling records split across blocks."""
-    data = Path(path).read_bytes()
-    ident, magic, _version = struct.unpack_from("<4sHB", data, 0)
-    if ident != b":W&B" or magic != 0xBEE1:
-        raise ValueError(f"{path} is not a W&B run file")
-    pos, buf = 7, b""
-    while pos + HEADER.size <= len(data):
-        left = BLOCK - pos % BLOCK
-        if left < HEADER.size:  # block trailer: skip to the next block
-            pos += left
-            continue
-        _crc, n, kind = HEADER.unpack_from(data, pos)
-        if n == 0 and kind == 0:  # zero padding
-            pos += left
-            continue
-        pos += HEADER.size
-        chunk, pos = data[pos : pos + n], pos + n
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind in (2, 3):
-            continue
-        record = pb.Record()
-        record.ParseFromString(buf)
-        buf = b""
-        yield record
+def wandb_cli() -> str:
+    """The `wandb` executable of this interpreter's environment, else the one on PATH."""
+    local = Path(sys.executable).with_name("wandb")
+    found = str(local) if local.is_file() else shutil.which("wandb")
+    if found is None:
+        raise RuntimeError(f"no `wandb` executable next to {sys.executable} or on PATH")
+    return found
 
 
-def _items(items: Any) -> dict[str, Any]:
-    return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
+def inspect_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record of the run in `run_dir`, as `wandb leet inspect --json` prints it."""
+    cmd = [wandb_cli(), "leet", "inspect", "--json", str(run_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        hint = " (needs wandb >= 0.31)" if "no such option" in done.stderr.lower() else ""
+        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit {done.returncode}{hint}:\n"
+                           f"{done.stderr.strip()}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def _metrics(items: dict[str, Any]) -> dict[str, Any]:
+    return {k.replace(".", "/"): NON_FINITE.get(v, v) if isinstance(v, str) else v
+            for k, v in items.items()}
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """{"run": {id, group, job_type, tags, name}, "config", "history": [rows], "summary",
     "exit_code"} of one offline-run-* folder. Config keys are nested as logged."""
-    (path,) = Path(run_dir).glob("run-*.wandb")
     out: dict[str, Any] = {"run": {}, "config": {}, "history": [], "summary": {}}
     out["exit_code"] = None
-    for r in iter_records(path):
-        kind = r.WhichOneof("record_type")
-        if kind == "history":
-            out["history"].append(_items(r.history.item))
-        elif kind == "summary":
-            out["summary"].update(_items(r.summary.update))
-        elif kind == "config":
-            out["config"].update(_items(r.config.update))
-        elif kind == "run":
-            run = r.run
-            out["run"] = {"id": run.run_id, "group": run.run_group, "job_type": run.job_type,
-                          "tags": list(run.tags), "name": run.display_name}
-            out["config"].update(_items(run.config.update))
-        elif kind == "exit":
-            out["exit_code"] = r.exit.exit_code
+    for r in inspect_records(run_dir):
+        body = r.get(r["type"], {})
+        if r["type"] == "history":
+            out["history"].append(_metrics(body.get("item", {})))
+        elif r["type"] == "summary":
+            out["summary"].update(_metrics(body.get("update", {})))
+        elif r["type"] == "config":
+            out["config"].update(body.get("update", {}))
+        elif r["type"] == "run":
+            out["run"] = {"id": body.get("run_id", ""), "group": body.get("run_group", ""),
+                          "job_type": body.get("job_type", ""), "tags": body.get("tags", []),
+                          "name": body.get("display_name", "")}
+            out["config"].update(body.get("config", {}).get("update", {}))
+        elif r["type"] == "exit":
+            out["exit_code"] = body.get("exit_code", 0)
     return out

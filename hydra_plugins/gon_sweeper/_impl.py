@@ -24,8 +24,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
-from gon import sweep as sw
-from gon import sweep_trials as st
+from gon.app import sweep as sw
+from gon.app import sweep_trials as st
 
 log = logging.getLogger(__name__)
 _ABSENT = object()

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gon.blocks import BaseBlockFactory
-from gon.encoding import CoordinateEncoding, IdentityPositionalEncoding
+from gon.core.blocks import BaseBlockFactory
+from gon.core.encoding import CoordinateEncoding, IdentityPositionalEncoding
 
 
 class Modulator(nn.Module):

@@ -1,6 +1,6 @@
 """The evaluation report: metrics.json, DVC plots (CSV, PNG), an offline HTML page and W&B runs.
 
-Usage (gon.evaluate calls these):
+Usage (gon.app.evaluate calls these):
     best = write_report(variants, Path("reports"))    # -> the best variant's name
     log_wandb(variants, best, Path("reports"), group_default="sweep")
 
@@ -23,15 +23,11 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from gon.metrics import HIGHER_IS_BETTER, save_png
-from gon.tracking import variant_tags
-
-if TYPE_CHECKING:
-    from gon.evaluate import Variant
+from gon.app.metrics import HIGHER_IS_BETTER, save_png
+from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +51,8 @@ def best_variant(variants: list[Variant]) -> Variant:
     return (max if higher else min)(finite, key=lambda v: v.metrics[metric])
 
 
-def _axes(v: Variant) -> list[str]:
-    from gon.evaluate import AXES
-
-    return [str(v.config[axis]["name"]) for axis in AXES]
-
-
 def write_report(variants: list[Variant], reports_dir: Path) -> str:
     """Write everything but the W&B runs; return the best variant's name."""
-    from gon.evaluate import AXES
-
     reports_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("curves", "images"):  # stale variants of an earlier call must not linger
         shutil.rmtree(reports_dir / sub, ignore_errors=True)
@@ -77,7 +65,8 @@ def write_report(variants: list[Variant], reports_dir: Path) -> str:
         writer = csv.writer(f)
         writer.writerow(columns)
         for v in variants:
-            writer.writerow([v.name, *_axes(v), *(v.metrics.get(k, "") for k in columns[5:])])
+            writer.writerow([v.name, *variant_choices(v.config),
+                             *(v.metrics.get(k, "") for k in columns[5:])])
     (reports_dir / "curves").mkdir()
     for v in variants:
         with open(reports_dir / "curves" / f"{v.name}.csv", "w", newline="") as f:
@@ -119,7 +108,8 @@ def render_html(variants: list[Variant], best: str) -> str:
                                               "latent_reduction", *METRICS, "steps"))
     rows = []
     for v in order:
-        cells = [f'<a href="#{v.name}">{html.escape(v.name)}</a>', *map(html.escape, _axes(v))]
+        cells = [f'<a href="#{v.name}">{html.escape(v.name)}</a>',
+                 *map(html.escape, variant_choices(v.config))]
         cells += [f"{v.metrics[k]:.4g}" if k in v.metrics else "" for k in (*METRICS, "steps")]
         cls = ' class="best"' if v.name == best else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -151,13 +141,11 @@ def log_wandb(variants: list[Variant], best: str, reports_dir: Path, group_defau
     if not wcfg:
         log.info("the trials ran with logger=none: no W&B runs")
         return
-    mode = os.environ.setdefault("WANDB_MODE", wcfg["mode"])  # env first, as gon.tracking
+    mode = os.environ.setdefault("WANDB_MODE", wcfg["mode"])  # env first, as gon.app.tracking
     import wandb
 
     common = {"project": wcfg["project"], "mode": mode, "dir": str(reports_dir),
               "group": wcfg.get("group") or group_default, "reinit": "finish_previous"}
-    from gon.evaluate import AXES
-
     table = wandb.Table(columns=["variant", *AXES, *METRICS, *GRIDS])
     for v in variants:
         tags = variant_tags(OmegaConf.create(v.config))
@@ -165,7 +153,7 @@ def log_wandb(variants: list[Variant], best: str, reports_dir: Path, group_defau
             images = {g: wandb.Image(a, caption=CAPTIONS[g]) for g, a in v.grids.items()}
             run.log({**{f"test/{k}": x for k, x in v.metrics.items()}, **images})
             run.summary.update({f"test/{k}": x for k, x in v.metrics.items()})
-        table.add_data(v.name, *_axes(v), *(v.metrics.get(k) for k in METRICS),
+        table.add_data(v.name, *variant_choices(v.config), *(v.metrics.get(k) for k in METRICS),
                        *(wandb.Image(v.grids[g]) for g in GRIDS))
     metric, _ = objective(variants)
     config = {"variants": [v.name for v in variants], "best": best, "objective": metric}

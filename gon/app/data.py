@@ -1,7 +1,7 @@
 """Datasets: raw files -> one compact prepared artefact per dataset -> float tensors for training.
 
     $ python -m pipelines.fetch digits      # writes data/prepared/digits/{data.npz,meta.json}
-    >>> images, labels = gon.data.load_dataset("digits", "train")  # (1497, 8, 8, 1) in [0, 1]
+    >>> images, labels = gon.app.data.load_dataset("digits", "train")  # (1497, 8, 8, 1) in [0, 1]
 
 `data.npz` holds uint8 x_train, x_test (N, H, W, C) and int64 y_train, y_test (no pickles); it and
 `meta.json` (written last) are built in a temporary directory that is then renamed into place.

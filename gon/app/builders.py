@@ -27,9 +27,9 @@ from gon import (
     SirenBlockFactory,
     TrainStep,
 )
-from gon.blocks import ACTIVATIONS
-from gon.data import load_splits, prepare
-from gon.metrics import HIGHER_IS_BETTER
+from gon.app.data import load_splits, prepare
+from gon.app.metrics import HIGHER_IS_BETTER
+from gon.core.blocks import ACTIVATIONS
 
 
 class ConfigError(ValueError):

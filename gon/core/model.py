@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gon.coords import make_grid
-from gon.decoder import ImplicitDecoder
+from gon.core.coords import make_grid
+from gon.core.decoder import ImplicitDecoder
+from gon.core.latents import affine_applies, affine_latents_autograd
 
 LOSSES = ("bce", "mse")
 REDUCTIONS = ("sum", "mean")
@@ -134,8 +135,6 @@ class GON(nn.Module):
         decoder was trained on, whatever ``batch_size`` (the chunk encoded at once) is.
         Samples do not interact otherwise; with "sum" the chunk size does not matter.
         """
-        from gon.step import affine_applies, affine_latents_autograd
-
         self.check_shapes(coords, target)
         closed_form = affine_applies(self, coords)  # no autograd graph over the batch needed
         rescale = self.latent_reduction == "mean" and train_batch is not None

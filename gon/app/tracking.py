@@ -18,12 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-VARIANT_AXES = ("dataset", "block", "encoding", "loss", "latent_reduction")
-
-
-def variant_tags(cfg: DictConfig) -> list[str]:
-    """One tag per variant axis, e.g. ["dataset=digits", "block=siren", ...]."""
-    return [f"{axis}={cfg[axis].name}" for axis in VARIANT_AXES]
+from gon.app.variants import variant_tags
 
 
 def _hydra_job() -> tuple[str | None, str | None]:

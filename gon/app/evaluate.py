@@ -1,0 +1,196 @@
+"""Score every trained variant of a sweep on the held-out split and write the comparison report.
+
+Usage:
+    python -m gon.evaluate outputs/sweep reports            # the DVC `evaluate` stage
+    python -m gon.evaluate outputs/sweep reports --probe-images 10000 --rows 8 --no-wandb
+
+For each run dir under <sweep_dir> (a checkpoint.pt holding the resolved config): MSE, PSNR,
+SSIM and BCE of the test-split reconstructions, the accuracy of a linear probe on the latents
+(where labels exist), and four PNG grids: reconstructions, samples from a Gaussian fitted to the
+train latents, slerp interpolations and a 4x super-resolution render. gon.app.report then writes
+<reports_dir>/{metrics.json, variants.csv, curves/, images/, index.html} and the W&B runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from gon import GON, make_grid, slerp
+from gon.app.builders import build_model, resolve_device
+from gon.app.checkpoint import load_checkpoint
+from gon.app.data import load_splits
+from gon.app.metrics import image_grid, image_metrics, render, sample_latents
+from gon.app.report import log_wandb, write_report
+from gon.app.variants import Variant, variant_name
+
+log = logging.getLogger(__name__)
+
+SUPER_RES = 4  # the super-resolution grid renders at 4x the native size
+CHUNK = 1024  # images encoded at once (the per-chunk cost is mostly one Jacobian)
+
+
+def find_runs(sweep_dir: Path) -> list[Path]:
+    """The run dirs (holding checkpoint.pt and metrics.json) under a sweep dir, in order."""
+    runs = [p.parent for p in sweep_dir.rglob("checkpoint.pt")
+            if (p.parent / "metrics.json").exists()]
+    # numbered trial dirs in numeric order (2 before 10)
+    return sorted(runs, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
+                                       for s in p.parts])
+
+
+def encode(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """Latents (N, d) as training made them, `batch` being the training batch size."""
+    return model.encode(coords, images, batch_size=CHUNK, train_batch=batch)
+
+
+def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor,
+                 y_test: torch.Tensor) -> float:
+    """Test accuracy of a logistic regression fitted on standardised train latents."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    probe.fit(z_train.cpu().double().numpy(), y_train.cpu().numpy())
+    return float(probe.score(z_test.cpu().double().numpy(), y_test.cpu().numpy()))
+
+
+def upscale(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Nearest-neighbour upscaling of images (N, H, W, C), to show the native pixels."""
+    x = F.interpolate(images.permute(0, 3, 1, 2), scale_factor=factor, mode="nearest")
+    return x.permute(0, 2, 3, 1)
+
+
+def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torch.Tensor,
+               z_train: torch.Tensor, rows: int) -> dict[str, np.ndarray]:
+    """The four PNG grids of a variant (uint8 RGB arrays)."""
+    size, n = tuple(test.shape[1:3]), min(rows, len(test))
+    k = min(rows // 2 * rows, len(test))  # originals and reconstructions alternate in a row
+    pairs = torch.stack([test[:k], recon[:k]], 1).flatten(0, 1)
+    z_samples = sample_latents(z_train, rows * rows).to(z_test.dtype)
+    # slerp: a line per pair (image i -> image i + n): original, `rows` renders, original
+    a, b = z_test[:n], z_test[n : 2 * n]
+    m = len(b)
+    path = slerp(a[:m], b, torch.linspace(0, 1, rows)).transpose(0, 1)  # (m, rows, d)
+    lines = render(model, path.flatten(0, 1), size).unflatten(0, (m, rows))
+    slerp_rows = torch.cat([test[:m, None], lines, test[n : n + m, None]], 1).flatten(0, 1)
+    # super-resolution: originals and native renders (pixels enlarged), then renders at 4x
+    hi = tuple(SUPER_RES * s for s in size)
+    sr = torch.cat([upscale(test[:n], SUPER_RES), upscale(recon[:n], SUPER_RES),
+                    model.render(z_test[:n], hi)])
+    return {
+        "recon": image_grid(pairs, rows),
+        "samples": image_grid(render(model, z_samples, size), rows),
+        "slerp": image_grid(slerp_rows, rows + 2),
+        "superres": image_grid(sr, n),
+    }
+
+
+def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[tuple]:
+    """[(test images, labels or None), (train, ...)] of the trial's dataset, read once each."""
+    d = cfg.dataset
+    key = (d.name, d.image_size, cfg.paths.data_dir)
+    if key not in cache:
+        root = Path(cfg.paths.data_dir) / "prepared"
+        cache[key] = load_splits(d.name, ("test", "train"), root, d.image_size, device)
+    return cache[key]
+
+
+@torch.no_grad()
+def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: int,
+                 cache: dict) -> Variant:
+    """Load a trial's checkpoint and score it on the test split."""
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    if ckpt is None or "config" not in ckpt:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint.pt with a config")
+    cfg = OmegaConf.create(ckpt["config"])
+    torch.manual_seed(cfg.seed)
+    (test, y_test), (train, y_train) = load_test_train(cfg, device, cache)
+    model = build_model(cfg, channels=test.shape[-1]).to(device)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    coords, batch = make_grid(*test.shape[1:3], device=device), cfg.train.batch_size
+    tic = time.perf_counter()
+    z_test = encode(model, coords, test, batch)
+    z_train = encode(model, coords, train[:probe_images], batch)
+    recon = render(model, z_test, tuple(test.shape[1:3]))
+    metrics = {k.removeprefix("val/"): v for k, v in image_metrics(recon, test).items()}
+    if y_test is not None and y_train is not None:
+        metrics["probe_acc"] = linear_probe(z_train, y_train[:probe_images], z_test, y_test)
+    grids = make_grids(model, test, recon, z_test, z_train, rows)
+    metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters())}
+    log.debug("%s evaluated in %.1f s", run_dir, time.perf_counter() - tic)
+    curve = [{"step": r["step"], "loss_outer": r["train/loss_outer"],
+              "loss_inner": r["train/loss_inner"]}
+             for r in ckpt.get("history", []) if "train/loss_outer" in r]
+    if not curve and ckpt.get("last_train"):  # no history stored: the final training losses
+        last = ckpt["last_train"]
+        curve = [{"step": ckpt["step"], "loss_outer": last["train/loss_outer"],
+                  "loss_inner": last["train/loss_inner"]}]
+    return Variant(variant_name(cfg), run_dir, OmegaConf.to_container(cfg), metrics, grids, curve)
+
+
+def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 5000,
+                   rows: int = 8) -> list[Variant]:
+    """Every run of the sweep, scored; variant names are made unique by suffixing -2, -3 ..."""
+    runs = find_runs(sweep_dir)
+    if not runs:
+        raise FileNotFoundError(f"no finished runs (checkpoint.pt + metrics.json) in {sweep_dir}")
+    cache: dict = {}
+    variants, seen = [], {}
+    for run_dir in runs:
+        v = evaluate_run(run_dir, device, probe_images, rows, cache)
+        seen[v.name] = seen.get(v.name, 0) + 1
+        if seen[v.name] > 1:
+            log.warning("%s: variant %s seen before; named %s-%d", run_dir, v.name, v.name,
+                        seen[v.name])
+            v.name = f"{v.name}-{seen[v.name]}"
+        bad = [k for k, x in v.metrics.items() if not math.isfinite(x)]
+        log.info("%s (%s): %s%s", v.name, run_dir, " ".join(
+            f"{k}={x:.4g}" for k, x in v.metrics.items()), f"  NON-FINITE: {bad}" if bad else "")
+        variants.append(v)
+    return variants
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse argv, evaluate the sweep, write the report; 0, or 1 if there is nothing to score."""
+    parser = argparse.ArgumentParser(prog="gon-evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="Hydra sweep dir of the trained variants")
+    parser.add_argument("reports_dir", type=Path, help="where the report is written")
+    parser.add_argument("--probe-images", type=int, default=5000,
+                        help="train images whose latents fit the probe and the Gaussian")
+    parser.add_argument("--rows", type=int, default=8, help="images per grid row")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index>")
+    parser.add_argument("--no-wandb", action="store_true", help="skip the W&B eval/summary runs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # so autograd's cuBLAS calls find this GPU's context
+    try:
+        variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows)
+    except FileNotFoundError as e:
+        log.error("%s", e)
+        return 1
+    best = write_report(variants, args.reports_dir)
+    log.info("best variant: %s; report: %s", best, args.reports_dir / "index.html")
+    (args.reports_dir / "wandb").mkdir(exist_ok=True)  # a DVC out, even without W&B runs
+    if not args.no_wandb:
+        log_wandb(variants, best, args.reports_dir, group_default=args.sweep_dir.name)
+    return 0
+
+
+def cli() -> None:
+    """Console script `gon-evaluate`."""
+    sys.exit(main())

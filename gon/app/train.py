@@ -1,0 +1,271 @@
+"""Train one GON job and return its validation objective (`optimized_metric`).
+
+Usage:
+    python -m gon.train                                   # digits, SIREN, about a minute on a CPU
+    python -m gon.train block=modulated encoding=nerf loss=mse train.max_steps=3000
+    python -m gon.train -m block=siren,modulated          # one job per value
+    python -m gon.train hydra.run.dir=outputs/a           # rerun: resumes, or returns if finished
+
+The run dir gets checkpoint.pt (plain dict, atomic, every train.ckpt_every steps and at the end),
+metrics.json, recon.png, samples.png, and wandb/ (offline unless WANDB_MODE says otherwise).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gon import TrainStep, make_grid
+from gon.app.builders import ConfigError, build_model, load_images, resolve_device, validate_config
+from gon.app.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_json,
+    set_rng_state,
+)
+from gon.app.data import DatasetError
+from gon.app.metrics import evaluate, is_better, save_png
+from gon.app.tracking import Tracker, tracking
+from gon.app.variants import RUN_AXES, variant_tags
+
+log = logging.getLogger(__name__)
+
+# the repo's conf/, by path: Hydra would resolve a relative path against the package "gon.app"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# a checkpoint resumes only a run with the same values here (other keys may change between calls)
+RESUME_KEYS = ("seed", *RUN_AXES, "model", "train.batch_size", "train.lr")
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _multirun_job() -> int | None:
+    """This job's number in a Hydra multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return HydraConfig.get().job.num
+    return None
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training images in `epoch`: a function of (seed, epoch) alone, so a
+    resumed run draws exactly the batches of an uninterrupted one."""
+    return torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
+
+
+def _changed_keys(old: dict, new: dict) -> list[str]:
+    old_c, new_c = OmegaConf.create(old), OmegaConf.create(new)
+    return [
+        f"{k}: {OmegaConf.select(old_c, k)} -> {OmegaConf.select(new_c, k)}"
+        for k in RESUME_KEYS
+        if OmegaConf.select(old_c, k) != OmegaConf.select(new_c, k)
+    ]
+
+
+def _finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> float | None:
+    """The stored objective if the checkpoint's run is complete, else None."""
+    done = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    step, metric = ckpt["step"], cfg.optimized_metric
+    if done.get("step") == step >= cfg.train.max_steps and metric in done:
+        log.info("finished at step %d: %s=%.4f", step, metric, done[metric])
+        return float(done[metric])
+    return None
+
+
+def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str, float]:
+    """Mean losses of the steps since the last call (one device sync); stop on a non-finite one."""
+    window = torch.stack(pending).view(-1, 2).cpu()  # (K, 2): inner, outer of steps step-K+1..
+    pending.clear()
+    bad = (~torch.isfinite(window)).any(1).nonzero().flatten().tolist()
+    if bad:
+        inner, outer = window[bad[0]].tolist()
+        raise DivergenceError(
+            f"loss became non-finite at step {step - len(window) + 1 + bad[0]} (loss_inner="
+            f"{inner}, loss_outer={outer}); stopping. Try a lower train.lr (now {lr})"
+        )
+    inner, outer = window.mean(0).tolist()
+    return {"train/loss_inner": inner, "train/loss_outer": outer}
+
+
+class _Job:
+    """One training job's state: data, model, optimizer, step, best objective, tracker."""
+
+    def __init__(self, cfg: DictConfig, ckpt: dict | None) -> None:
+        self.cfg, self.t, self.metric = cfg, cfg.train, cfg.optimized_metric
+        self.run_dir = Path(cfg.paths.output_dir)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.device = device = resolve_device(cfg.device, _multirun_job())
+        torch.set_float32_matmul_precision(self.t.matmul_precision)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # so libraries that use "the current GPU" use this one
+        self.images, val = load_images(cfg, device)
+        n, h, w, c = self.images.shape
+        if self.t.batch_size > n:
+            raise ConfigError(f"train.batch_size={self.t.batch_size} exceeds the {n} train images")
+        self.val, self.fit = val[: cfg.eval.num_images], self.images[: cfg.eval.fit_images]
+        self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
+        self.model = build_model(cfg, channels=c).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr)
+        self.step, self.best, self.last_train = 0, None, {}
+        self.history: list[dict[str, float]] = []  # step + train losses, for the curves
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.step, self.best, self.last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
+            self.history = ckpt.get("history", [])
+            set_rng_state(ckpt["rng"])
+            log.info("resuming %s from step %d", self.run_dir, self.step)
+        try:  # a path that does not fit the model (affine with dropout, compiled autograd)
+            self.train_step = TrainStep(self.model, self.coords, self.t.compile, self.t.step_path,
+                                        self.t.compile_mode)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        variant = " ".join(variant_tags(cfg))
+        log.info("training %s (%d images %dx%dx%d) on %s, %d params", variant, n, h, w, c,
+                 device, sum(p.numel() for p in self.model.parameters()))
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """The batches of steps self.step+1, ...; an epoch's last partial batch is dropped."""
+        n, b = len(self.images), self.t.batch_size
+        epoch, perm = -1, None
+        for i in itertools.count(self.step):
+            if i // (n // b) != epoch:
+                epoch = i // (n // b)
+                perm = epoch_permutation(n, self.cfg.seed, epoch).to(self.device)
+            j = i % (n // b)
+            yield self.images[perm[j * b : (j + 1) * b]]
+
+    def checkpoint(self, tracker: Tracker) -> None:
+        save_checkpoint(self.run_dir / "checkpoint.pt", {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "rng": rng_state(), "best": self.best, "wandb_id": tracker.id,
+            "last_train": self.last_train, "history": self.history,
+            "config": OmegaConf.to_container(self.cfg, resolve=True)})
+
+    def evaluate(self, tracker: Tracker) -> dict[str, float]:
+        metric, step = self.metric, self.step
+        metrics, grids = evaluate(self.model, self.coords, self.val, self.fit,
+                                  rows=self.cfg.eval.grid_rows, train_batch=self.t.batch_size)
+        if not math.isfinite(metrics[metric]):
+            raise DivergenceError(f"{metric} is {metrics[metric]} at step {step}; stopping")
+        if is_better(metric, metrics[metric], self.best):
+            self.best = metrics[metric]
+        for name, grid in grids.items():
+            save_png(grid, self.run_dir / f"{name}.png")
+        tracker.log({**metrics, f"{metric}_best": self.best}, step=step)
+        tracker.log_images(grids, step=step)
+        log.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+    def run(self, tracker: Tracker) -> dict[str, float]:
+        """Train to train.max_steps, evaluating and checkpointing on the way; final metrics."""
+        t, tty = self.t, sys.stderr.isatty()
+        report_every = t.log_every * max(1, t.max_steps // (10 * t.log_every))  # ~10 log lines
+        bar = tqdm(total=t.max_steps, initial=self.step, disable=not tty, unit="step",
+                   dynamic_ncols=True, desc=f"{self.cfg.block.name}/{self.cfg.dataset.name}")
+        pending: list[torch.Tensor] = []  # loss_inner, loss_outer of each step, read per interval
+        tic, tic_step = time.perf_counter(), self.step
+        for batch in self.batches():
+            if self.step >= t.max_steps:
+                break
+            self.step = step = self.step + 1
+            losses = self.train_step(batch)  # writes p.grad
+            self.optimizer.step()
+            pending += [losses["loss_inner"], losses["loss_outer"]]  # no kernel launch per step
+            bar.update(1)
+            end = step == t.max_steps
+            if end or not (step % t.log_every and step % t.eval_every and step % t.ckpt_every):
+                self.last_train = _mean_losses(pending, step, t.lr)
+                self.history.append({"step": step, **self.last_train})
+                speed = (step - tic_step) * t.batch_size / (time.perf_counter() - tic)
+                tic, tic_step = time.perf_counter(), step
+                tracker.log({**self.last_train, "images_per_s": speed}, step=step)
+                loss = self.last_train["train/loss_outer"]
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.0f}")
+                if not tty and (step % report_every == 0 or end):
+                    log.info("step %d/%d loss_outer=%.4f %.0f img/s", step, t.max_steps, loss,
+                             speed)
+            if step % t.eval_every == 0 and not end:
+                self.evaluate(tracker)
+            if step % t.ckpt_every == 0 and not end:
+                self.checkpoint(tracker)
+        bar.close()
+        metrics = self.evaluate(tracker)
+        self.checkpoint(tracker)
+        return metrics
+
+
+def train(cfg: DictConfig) -> float:
+    """Run (or resume, or skip if finished) one training job; return cfg.optimized_metric."""
+    validate_config(cfg)
+    run_dir, metric = Path(cfg.paths.output_dir), cfg.optimized_metric
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt") if cfg.train.resume else None
+    if ckpt is not None:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if changed := _changed_keys(ckpt["config"], config):
+            raise ConfigError(
+                f"{run_dir / 'checkpoint.pt'} belongs to a different run ({'; '.join(changed)});"
+                " use another hydra.run.dir, or train.resume=false to start over"
+            )
+        if (objective := _finished_objective(cfg, ckpt, run_dir / "metrics.json")) is not None:
+            return objective
+    job = _Job(cfg, ckpt)
+    with tracking(cfg, ckpt.get("wandb_id") if ckpt else None) as tracker, logging_redirect_tqdm():
+        metrics = job.run(tracker)
+        result = {**job.last_train, **metrics, f"{metric}_best": job.best, "step": job.step,
+                  "optimized_metric": metric, "objective": metrics[metric]}
+        save_json(run_dir / "metrics.json", result)
+        tracker.summary(result)
+    return float(metrics[metric])
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point: the objective for sweepers, or one clear error line and exit 1."""
+    try:
+        return train(cfg)
+    except (ConfigError, CheckpointError, DatasetError, DivergenceError) as e:
+        log.error("%s", e)
+        if _multirun_job() is None:
+            sys.exit(1)
+        raise  # in a multirun the job is recorded as failed and the sweep carries on
+
+
+def starts_sweep(argv: list[str]) -> bool:
+    """An Optuna overlay (hparams_search=<name>) and no mode flag: the run must be a multirun.
+
+    Hydra 1.4 takes hydra.mode from config.yaml or the command line only, not from an overlay,
+    so without this `hparams_search=variants` would silently train one job.
+    """
+    return any(a.startswith("hparams_search=") and a != "hparams_search=null" for a in argv) \
+        and not any(a.startswith("-") for a in argv)
+
+
+def cli() -> None:
+    """`python -m gon.train` and the console script `gon-train`."""
+    if starts_sweep(sys.argv[1:]):
+        sys.argv.insert(1, "--multirun")
+    main()

@@ -1,0 +1,46 @@
+"""The variant axes: what makes two runs of one sweep different GON variants, defined once.
+
+A variant is one choice in each config group of ``AXES``; its name joins them in that order,
+e.g. ``none-siren-bce-sum``. The dataset is not part of the name (a sweep trains one dataset)
+but is a key of the run's tags and of the checks that a checkpoint belongs to its run.
+Tracking, evaluation, the report, the sweep overlay check and the tests all read this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+AXES = ("encoding", "block", "loss", "latent_reduction")  # a variant's name, in this order
+RUN_AXES = ("dataset", *AXES)  # what identifies a run's variant across sweeps (tags, resume)
+
+
+def variant_choices(cfg: DictConfig | dict[str, Any], axes: tuple[str, ...] = AXES) -> list[str]:
+    """The config's choice on each axis, e.g. ["none", "siren", "bce", "sum"]."""
+    return [str(cfg[axis]["name"]) for axis in axes]
+
+
+def variant_name(cfg: DictConfig | dict[str, Any]) -> str:
+    """`<encoding>-<block>-<loss>-<latent_reduction>`, e.g. nerf-siren-bce-sum."""
+    return "-".join(variant_choices(cfg))
+
+
+def variant_tags(cfg: DictConfig | dict[str, Any]) -> list[str]:
+    """One tag per run axis, e.g. ["dataset=digits", "encoding=none", "block=siren", ...]."""
+    return [f"{a}={c}" for a, c in zip(RUN_AXES, variant_choices(cfg, RUN_AXES), strict=True)]
+
+
+@dataclass
+class Variant:
+    """One trained variant's scores, grids (uint8 RGB arrays) and training curve."""
+
+    name: str  # e.g. nerf-siren-bce-sum
+    run_dir: Path
+    config: dict[str, Any]  # the resolved training config
+    metrics: dict[str, float] = field(default_factory=dict)
+    grids: dict[str, np.ndarray] = field(default_factory=dict)
+    curve: list[dict[str, float]] = field(default_factory=list)  # rows of step + train losses

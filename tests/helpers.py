@@ -1,0 +1,116 @@
+"""Helpers shared by the tests: config composition, the one model factory, CLI runners, the
+W&B environment, and SIGKILL after a checkpoint. Fixtures live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from gon import (
+    GON,
+    GaussianFourierFeatureTransform,
+    IdentityPositionalEncoding,
+    ImplicitDecoder,
+    LinearBlockFactory,
+    NeRFPositionalEncoding,
+    SirenBlockFactory,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+TINY = ["debug=tiny"]  # conf/debug/tiny.yaml: a training job of about a second on a CPU
+
+ENCODINGS = {
+    "none": lambda: IdentityPositionalEncoding(2),
+    "nerf": lambda: NeRFPositionalEncoding(2, n=4),
+    "gaussian": lambda: GaussianFourierFeatureTransform(2, 8, 1.0, seed=0),
+}
+BLOCKS = {  # name -> (block factory for w0, modulation)
+    "siren": (lambda w0: SirenBlockFactory(w0=w0), False),
+    "modulated": (lambda w0: SirenBlockFactory(w0=w0), True),
+    "relu": (lambda w0: LinearBlockFactory(activation="relu"), False),
+}
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml composed with `overrides` (no Hydra run context)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        return compose("config", overrides=overrides)
+
+
+def make_gon(
+    encoding: str = "nerf",
+    block: str = "siren",
+    loss: str = "bce",
+    reduction: str = "sum",
+    channels: int = 1,
+    latent_dim: int = 8,
+    hidden: int = 16,
+    layers: int = 3,
+    w0: float = 30.0,
+    dropout: float = 0.0,
+    updates: int = 1,
+    learn_origin: bool = False,
+    dtype: torch.dtype = torch.float32,
+    seed: int | None = None,
+) -> GON:
+    """A small GON of any variant (seeded when `seed` is given)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    factory, modulation = BLOCKS[block]
+    dec = ImplicitDecoder(latent_dim, channels, hidden, layers, factory(w0),
+                          ENCODINGS[encoding](), modulation=modulation, dropout=dropout)
+    return GON(dec, latent_updates=updates, learn_origin=learn_origin, loss=loss,
+               latent_reduction=reduction).to(dtype)
+
+
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for CLI subprocesses: offline W&B under tmp_path, no full Hydra errors."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true",
+               WANDB_DISABLE_GIT="true")
+    return env
+
+
+def train_cli(data_dir: Path, *overrides: str) -> list[str]:
+    """argv of a tiny `python -m gon.train` job on the prepared data in data_dir."""
+    return [sys.executable, "-m", "gon.train", *TINY, f"paths.data_dir={data_dir}", *overrides]
+
+
+def start(argv: list[str], tmp_path: Path, capture: bool = True, **env: str) -> subprocess.Popen:
+    """Start a CLI in the repo root, stdout and stderr merged into one text pipe (or, with
+    capture=False, discarded: for a process nobody reads, which a full pipe would block)."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(argv, cwd=ROOT, env=subprocess_env(tmp_path) | env, stdout=out,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def run(argv: list[str], tmp_path: Path, ok: bool = True, timeout: float = 900,
+        **env: str) -> str:
+    """Run a CLI to the end; assert it succeeded (or failed, ok=False); its output."""
+    proc = subprocess.run(argv, cwd=ROOT, env=subprocess_env(tmp_path) | env,
+                          capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == ok, out[-6000:]
+    return out
+
+
+def kill_when(proc: subprocess.Popen, path: Path, timeout: float = 300) -> None:
+    """SIGKILL `proc` as soon as `path` exists (e.g. a first checkpoint), and reap it."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)

@@ -78,6 +78,8 @@ def test_the_app_cannot_import_there(tmp_path: Path, module: str) -> None:
     """The library-only environment really lacks the app's packages."""
     proc = _library_only(f"import {module}", tmp_path / "site")
     assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr
+    if module.startswith("gon."):  # one line that says how to get the app
+        assert "pip install 'gon[app]'" in proc.stderr.splitlines()[-1]
 
 
 def test_base_install_is_torch_and_numpy() -> None:
@@ -212,4 +214,4 @@ def test_console_script_sweeps_by_itself(tmp_path: Path, data_dir: Path) -> None
     assert (sweep_dir / sw.RECORD).exists(), out[-3000:]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
     out = run([str(Path(sys.executable).with_name("gon-sweep")), str(sweep_dir)], tmp_path)
-    assert "COMPLETE" in out
+    assert "2 complete" in out

@@ -72,6 +72,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": _int_at_least(1),
     "train.eval_every": _int_at_least(1),
     "train.ckpt_every": _int_at_least(1),
+    "train.curve_points": _int_at_least(0),
     "train.resume": _BOOL,
     "train.matmul_precision": (
         (lambda v: v in ("highest", "high", "medium")), "highest, high or medium"

@@ -31,7 +31,7 @@ from gon.app.checkpoint import load_checkpoint
 from gon.app.data import load_splits
 from gon.app.metrics import image_grid, image_metrics, render, sample_latents
 from gon.app.report import log_wandb, write_report
-from gon.app.variants import Variant, variant_name
+from gon.app.variants import Variant, run_name, variant_name
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,9 @@ def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[
 
 @torch.no_grad()
 def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: int,
-                 cache: dict) -> Variant:
-    """Load a trial's checkpoint and score it on the test split."""
+                 cache: dict, drawn: set[str] | None = None) -> Variant:
+    """Load a trial's checkpoint and score it on the test split; draw its grids unless its
+    variant is in `drawn` (then add it there)."""
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     if ckpt is None or "config" not in ckpt:
         raise FileNotFoundError(f"{run_dir}: no checkpoint.pt with a config")
@@ -127,7 +128,9 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     metrics = {k.removeprefix("val/"): v for k, v in image_metrics(recon, test).items()}
     if y_test is not None and y_train is not None:
         metrics["probe_acc"] = linear_probe(z_train, y_train[:probe_images], z_test, y_test)
-    grids = make_grids(model, test, recon, z_test, z_train, rows)
+    name, drawn = variant_name(cfg), set() if drawn is None else drawn
+    images = {} if name in drawn else make_grids(model, test, recon, z_test, z_train, rows)
+    drawn.add(name)
     metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters())}
     log.debug("%s evaluated in %.1f s", run_dir, time.perf_counter() - tic)
     curve = [{"step": r["step"], "loss_outer": r["train/loss_outer"],
@@ -137,26 +140,29 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
         last = ckpt["last_train"]
         curve = [{"step": ckpt["step"], "loss_outer": last["train/loss_outer"],
                   "loss_inner": last["train/loss_inner"]}]
-    return Variant(variant_name(cfg), run_dir, OmegaConf.to_container(cfg), metrics, grids, curve)
+    return Variant(name, run_dir, OmegaConf.to_container(cfg), metrics, images, curve,
+                   list(ckpt.get("val_curve", [])))
 
 
 def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 5000,
                    rows: int = 8) -> list[Variant]:
-    """Every run of the sweep, scored; variant names are made unique by suffixing -2, -3 ..."""
+    """Every run of the sweep, scored; the grids are drawn for the first run of each variant
+    (its lowest trial number), the one the report shows."""
     runs = find_runs(sweep_dir)
     if not runs:
         raise FileNotFoundError(f"no finished runs (checkpoint.pt + metrics.json) in {sweep_dir}")
     cache: dict = {}
-    variants, seen = [], {}
+    variants: list[Variant] = []
+    seen: dict[str, set[int]] = {}
+    drawn: set[str] = set()
     for run_dir in runs:
-        v = evaluate_run(run_dir, device, probe_images, rows, cache)
-        seen[v.name] = seen.get(v.name, 0) + 1
-        if seen[v.name] > 1:
-            log.warning("%s: variant %s seen before; named %s-%d", run_dir, v.name, v.name,
-                        seen[v.name])
-            v.name = f"{v.name}-{seen[v.name]}"
+        v = evaluate_run(run_dir, device, probe_images, rows, cache, drawn)
+        if v.seed in seen.setdefault(v.name, set()):
+            log.warning("%s: a second run of %s with seed %d (pooled as a replicate)", run_dir,
+                        v.name, v.seed)
+        seen[v.name].add(v.seed)
         bad = [k for k, x in v.metrics.items() if not math.isfinite(x)]
-        log.info("%s (%s): %s%s", v.name, run_dir, " ".join(
+        log.info("%s (%s): %s%s", run_name(v.config), run_dir, " ".join(
             f"{k}={x:.4g}" for k, x in v.metrics.items()), f"  NON-FINITE: {bad}" if bad else "")
         variants.append(v)
     return variants
@@ -183,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         log.error("%s", e)
         return 1
-    best = write_report(variants, args.reports_dir)
-    log.info("best variant: %s; report: %s", best, args.reports_dir / "index.html")
+    comp = write_report(variants, args.reports_dir)
+    log.info("best variant: %s (%d seeds); report: %s", comp.best.name, len(comp.best.runs),
+             args.reports_dir / "index.html")
     (args.reports_dir / "wandb").mkdir(exist_ok=True)  # a DVC out, even without W&B runs
     if not args.no_wandb:
-        log_wandb(variants, best, args.reports_dir, group_default=args.sweep_dir.name)
+        log_wandb(comp, args.reports_dir, group_default=args.sweep_dir.name)
     return 0
 
 

@@ -95,10 +95,12 @@ def evaluate(
     rows: int = 8,
     batch_size: int = 256,
     train_batch: int | None = None,
+    grids: bool = True,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Score reconstructions of held-out images; grid them and samples from a Gaussian fit.
 
-    Returns (metrics, {"recon": originals and reconstructions in alternate rows, "samples": ...}).
+    Returns (metrics, {"recon": originals and reconstructions in alternate rows, "samples": ...});
+    with grids=False the metrics only (and {}).
     Does not touch the global RNG, so evaluating does not change the training that follows.
     """
     was_training = model.training
@@ -108,7 +110,8 @@ def evaluate(
         z = model.encode(coords, val_images, batch_size, train_batch)
         recon = render(model, z, size, batch_size)
         metrics = image_metrics(recon, val_images)
-
+        if not grids:
+            return metrics, {}
         cols = min(rows, len(val_images))
         n = min(max(1, rows // 2) * cols, len(val_images)) // cols * cols
         pairs = torch.stack([val_images[:n], recon[:n]])  # (2, n, H, W, C)

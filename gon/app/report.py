@@ -1,143 +1,108 @@
 """The evaluation report: metrics.json, DVC plots (CSV, PNG), an offline HTML page and W&B runs.
 
 Usage (gon.app.evaluate calls these):
-    best = write_report(variants, Path("reports"))    # -> the best variant's name
-    log_wandb(variants, best, Path("reports"), group_default="sweep")
+    comp = write_report(runs, Path("reports"))    # -> gon.app.compare.Comparison, best first
+    log_wandb(comp, Path("reports"), group_default="sweep")
 
 Layout of <reports_dir>:
-    metrics.json                  {"<variant>": {psnr, ssim, mse, bce, probe_acc ..}, "best": {..}}
-    variants.csv                  one row per variant (axes and metrics), a DVC bar plot
-    curves/<variant>.csv          step, loss_outer, loss_inner: the training curve (DVC plot)
-    images/<variant>/<grid>.png   recon, samples, slerp, superres (DVC image plots)
-    index.html                    the comparison table and the grids, no scripts, relative links
-    wandb/                        offline W&B runs: one eval run per variant and one summary run
+    metrics.json          {"<variant>": {"psnr": {mean, sd, ci95_low, ci95_high, n}, .., "rank",
+                          "steps", "params"}, "best": {..}}: over the variant's seeds
+    variants.csv          one row per variant, best first: axes, n, place, Holm p to the next,
+                          <metric>_{mean,sd,ci95_low,ci95_high} (a DVC bar plot with error bars)
+    val_curves.csv        variant, step, psnr_mean, psnr_ci95_low, psnr_ci95_high, n (DVC lines)
+    curves/<variant>.csv  step, loss_outer, loss_inner: the training curve of its first seed
+    images/<variant>/<grid>.png   recon, samples, slerp, superres of its first seed (DVC images)
+    index.html            the comparison page (gon.app.report_html), inline SVG, no scripts
+    wandb/                offline W&B runs: one eval run per variant and one summary run
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import json
 import logging
-import math
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from gon.app.metrics import HIGHER_IS_BETTER, save_png
+from gon.app.compare import METRICS, Comparison, VariantSummary, compare
+from gon.app.metrics import save_png
+from gon.app.report_html import CAPTIONS, GRIDS, render_html
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 
 log = logging.getLogger(__name__)
 
-METRICS = ("psnr", "ssim", "mse", "bce", "probe_acc")  # the comparison table's columns
-GRIDS = ("recon", "samples", "slerp", "superres")
-CAPTIONS = {"recon": "test images | reconstructions", "samples": "samples (Gaussian fit)",
-            "slerp": "slerp between test images", "superres": "original, native, 4x render"}
+STATS = ("mean", "sd", "ci95_low", "ci95_high")
+CURVE_COLUMNS = ["variant", "step", "psnr_mean", "psnr_ci95_low", "psnr_ci95_high", "n"]
 
 
-def objective(variants: list[Variant]) -> tuple[str, bool]:
-    """(metric name, higher is better) of the sweep's optimized_metric, e.g. ("psnr", True)."""
-    metric = variants[0].config.get("optimized_metric", "val/psnr")
-    return metric.removeprefix("val/"), HIGHER_IS_BETTER.get(metric, True)
+def variant_metrics(s: VariantSummary) -> dict[str, Any]:
+    """metrics.json's entry of a variant: an interval per metric, its place, steps, params."""
+    first = s.runs[0].metrics
+    return {**s.stats, "rank": s.rank.place, "seeds": [r.seed for r in s.runs],
+            "steps": first.get("steps"), "params": first.get("params")}
 
 
-def best_variant(variants: list[Variant]) -> Variant:
-    metric, higher = objective(variants)
-    finite = [v for v in variants if math.isfinite(v.metrics.get(metric, math.nan))]
-    if not finite:
-        return variants[0]
-    return (max if higher else min)(finite, key=lambda v: v.metrics[metric])
+def variant_row(s: VariantSummary) -> dict[str, Any]:
+    """variants.csv's row of a variant ("" where a value is undefined)."""
+    row: dict[str, Any] = {"variant": s.name,
+                           **dict(zip(AXES, variant_choices(s.runs[0].config), strict=True)),
+                           "n": len(s.runs), "place": s.rank.place, "tied": s.rank.tied,
+                           "p_holm_next": s.rank.p_next}
+    for m in METRICS:
+        for k in STATS:
+            row[f"{m}_{k}"] = s.stats.get(m, {}).get(k)
+    row |= {"steps": s.runs[0].metrics.get("steps"), "params": s.runs[0].metrics.get("params")}
+    return {k: "" if v is None else v for k, v in row.items()}
 
 
-def write_report(variants: list[Variant], reports_dir: Path) -> str:
-    """Write everything but the W&B runs; return the best variant's name."""
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
+
+
+def write_report(runs: list[Variant], reports_dir: Path) -> Comparison:
+    """Write everything but the W&B runs; return the comparison (best variant first)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("curves", "images"):  # stale variants of an earlier call must not linger
         shutil.rmtree(reports_dir / sub, ignore_errors=True)
-    best = best_variant(variants)
-    metrics = {v.name: v.metrics for v in variants} | {"best": best.metrics}
+    comp = compare(runs)
+    metrics = {s.name: variant_metrics(s) for s in comp.variants}
+    metrics["best"] = metrics[comp.best.name]
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-
-    columns = ["variant", *AXES, *METRICS, "steps", "params"]
-    with open(reports_dir / "variants.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for v in variants:
-            writer.writerow([v.name, *variant_choices(v.config),
-                             *(v.metrics.get(k, "") for k in columns[5:])])
+    rows = [variant_row(s) for s in comp.variants]
+    _write_csv(reports_dir / "variants.csv", rows, list(rows[0]))
+    _write_csv(reports_dir / "val_curves.csv", comp.curves, CURVE_COLUMNS)
     (reports_dir / "curves").mkdir()
-    for v in variants:
-        with open(reports_dir / "curves" / f"{v.name}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, ["step", "loss_outer", "loss_inner"])
-            writer.writeheader()
-            writer.writerows(v.curve)
-        for grid, array in v.grids.items():
-            path = reports_dir / "images" / v.name / f"{grid}.png"
+    for s in comp.variants:
+        shown = s.shown
+        _write_csv(reports_dir / "curves" / f"{s.name}.csv", shown.curve,
+                   ["step", "loss_outer", "loss_inner"])
+        for grid, array in shown.grids.items():
+            path = reports_dir / "images" / s.name / f"{grid}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_png(array, path)
-    (reports_dir / "index.html").write_text(render_html(variants, best.name))
-    return best.name
+    (reports_dir / "index.html").write_text(render_html(comp))
+    return comp
 
 
-def _svg_curve(curve: list[dict[str, float]], width: int = 260, height: int = 120) -> str:
-    """An inline SVG line of loss_outer against step (no scripts, no external files)."""
-    if len(curve) < 2:
-        return ""
-    xs, ys = [r["step"] for r in curve], [r["loss_outer"] for r in curve]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    pts = " ".join(f"{5 + (x - x0) / ((x1 - x0) or 1) * (width - 10):.1f},"
-                   f"{height - 15 - (y - y0) / ((y1 - y0) or 1) * (height - 25):.1f}"
-                   for x, y in zip(xs, ys, strict=True))
-    return (f'<svg width="{width}" height="{height}" role="img"><title>training loss_outer'
-            f'</title><polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{pts}"/>'
-            f'<text x="5" y="10" font-size="10">{y1:.4g}</text><text x="5" y="{height - 2}" '
-            f'font-size="10">{y0:.4g} (step {x0}..{x1})</text></svg>')
+def summary_columns() -> list[str]:
+    """The W&B summary table's columns: variant, axes, n, place, <metric>/<stat>, grids."""
+    return ["variant", *AXES, "n", "place", *(f"{m}/{k}" for m in METRICS for k in STATS),
+            *GRIDS]
 
 
-def render_html(variants: list[Variant], best: str) -> str:
-    """The report page: the variants x metrics table (best first) and each variant's grids."""
-    metric, higher = objective(variants)
-    def rank(v: Variant) -> tuple[bool, float]:  # best first, non-finite last
-        x = v.metrics.get(metric, math.nan)
-        return not math.isfinite(x), -x if higher else x
-
-    order = sorted(variants, key=rank)
-    head = "".join(f"<th>{h}</th>" for h in ("variant", "encoding", "block", "loss",
-                                              "latent_reduction", *METRICS, "steps"))
-    rows = []
-    for v in order:
-        cells = [f'<a href="#{v.name}">{html.escape(v.name)}</a>',
-                 *map(html.escape, variant_choices(v.config))]
-        cells += [f"{v.metrics[k]:.4g}" if k in v.metrics else "" for k in (*METRICS, "steps")]
-        cls = ' class="best"' if v.name == best else ""
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    sections = []
-    for v in order:
-        figs = "".join(  # small grids shown at twice their size, pixels kept sharp
-            f'<figure><img src="images/{html.escape(v.name)}/{g}.png" alt="{g}" '
-            f'width="{min(2 * v.grids[g].shape[1], 640)}"><figcaption>{CAPTIONS[g]}</figcaption>'
-            "</figure>" for g in GRIDS if g in v.grids)
-        sections.append(f'<h2 id="{v.name}">{html.escape(v.name)}</h2><p>run dir '
-                        f"<code>{html.escape(str(v.run_dir))}</code></p>"
-                        f'<div class="figs">{figs}<figure>{_svg_curve(v.curve)}'
-                        "<figcaption>training loss</figcaption></figure></div>")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-             "tr.best{background:#dfd}.figs{display:flex;flex-wrap:wrap;gap:12px}"
-             "img{image-rendering:pixelated}figure{margin:0}")
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>GON variants</title>'
-            f"<style>{style}</style></head><body><h1>GON variants</h1><p>Held-out split; sorted "
-            f"by {metric} ({'higher' if higher else 'lower'} is better); best: <b>{best}</b>. "
-            f"probe_acc: linear probe on the latents.</p><table><tr>{head}</tr>{''.join(rows)}"
-            f"</table>{''.join(sections)}</body></html>\n")
-
-
-def log_wandb(variants: list[Variant], best: str, reports_dir: Path, group_default: str) -> None:
-    """One eval run per variant and a summary run with a variants x metrics table, in the
-    trials' project and group; offline unless WANDB_MODE says otherwise, under reports_dir."""
-    wcfg = (variants[0].config.get("logger") or {}).get("wandb")
+def log_wandb(comp: Comparison, reports_dir: Path, group_default: str) -> None:
+    """One eval run per variant (its seeds' intervals, the first seed's grids) and a summary run
+    (a table with mean, sd and interval per variant, a PSNR bar chart, the validation curves),
+    in the trials' project and group; offline unless WANDB_MODE says otherwise."""
+    config0 = comp.best.runs[0].config
+    wcfg = (config0.get("logger") or {}).get("wandb")
     if not wcfg:
         log.info("the trials ran with logger=none: no W&B runs")
         return
@@ -146,21 +111,39 @@ def log_wandb(variants: list[Variant], best: str, reports_dir: Path, group_defau
 
     common = {"project": wcfg["project"], "mode": mode, "dir": str(reports_dir),
               "group": wcfg.get("group") or group_default, "reinit": "finish_previous"}
-    table = wandb.Table(columns=["variant", *AXES, *METRICS, *GRIDS])
-    for v in variants:
-        tags = variant_tags(OmegaConf.create(v.config))
-        with wandb.init(job_type="eval", name=v.name, tags=tags, config=v.config, **common) as run:
-            images = {g: wandb.Image(a, caption=CAPTIONS[g]) for g, a in v.grids.items()}
-            run.log({**{f"test/{k}": x for k, x in v.metrics.items()}, **images})
-            run.summary.update({f"test/{k}": x for k, x in v.metrics.items()})
-        table.add_data(v.name, *variant_choices(v.config), *(v.metrics.get(k) for k in METRICS),
-                       *(wandb.Image(v.grids[g]) for g in GRIDS))
-    metric, _ = objective(variants)
-    config = {"variants": [v.name for v in variants], "best": best, "objective": metric}
+    table = wandb.Table(columns=summary_columns())
+    for s in comp.variants:
+        shown = s.shown
+        tags = variant_tags(OmegaConf.create(shown.config))
+        config = {**shown.config, "variant": s.name, "seeds": [r.seed for r in s.runs]}
+        flat = {f"test/{m}/{k}": v for m, iv in s.stats.items() for k, v in iv.items()}
+        with wandb.init(job_type="eval", name=s.name, tags=tags, config=config, **common) as run:
+            images = {g: wandb.Image(a, caption=CAPTIONS[g]) for g, a in shown.grids.items()}
+            run.log({**{k: v for k, v in flat.items() if v is not None}, **images})
+            run.summary.update({**flat, "place": s.rank.place})
+        table.add_data(s.name, *variant_choices(shown.config), len(s.runs), s.rank.place,
+                       *(s.stats.get(m, {}).get(k) for m in METRICS for k in STATS),
+                       *(wandb.Image(shown.grids[g]) if g in shown.grids else None
+                         for g in GRIDS))
+    curves = wandb.Table(columns=CURVE_COLUMNS, data=[[r[c] for c in CURVE_COLUMNS]
+                                                      for r in comp.curves])
+    config = {"variants": [s.name for s in comp.variants], "best": comp.best.name,
+              "objective": comp.metric, "seeds": comp.seeds}
+    m = comp.metric
     with wandb.init(job_type="summary", name="summary", config=config, **common) as run:
-        run.log({"variants": table, f"{metric}_by_variant": wandb.plot.bar(
-            table, "variant", metric, title=f"test {metric} by variant")})
-        best_v = next(v for v in variants if v.name == best)
-        run.summary.update({"best": best, **{f"best/{k}": x for k, x in best_v.metrics.items()}})
-    log.info("W&B (%s): %d eval runs and a summary run in %s", mode, len(variants),
+        logged: dict[str, Any] = {"variants": table, "val_curves": curves,
+                                  f"{m}_by_variant": wandb.plot.bar(
+                                      table, "variant", f"{m}/mean",
+                                      title=f"test {m} by variant (mean over seeds)")}
+        if comp.curves:
+            steps = sorted({r["step"] for r in comp.curves})
+            by = {s.name: {r["step"]: r["psnr_mean"] for r in comp.curves
+                           if r["variant"] == s.name} for s in comp.variants}
+            logged["val_psnr_curves"] = wandb.plot.line_series(
+                xs=steps, ys=[[by[n].get(x) for x in steps] for n in by], keys=list(by),
+                title="validation PSNR (mean over seeds) by step", xname="step")
+        run.log(logged)
+        run.summary.update({"best": comp.best.name, **{
+            f"best/{k}/mean": iv["mean"] for k, iv in comp.best.stats.items()}})
+    log.info("W&B (%s): %d eval runs and a summary run in %s", mode, len(comp.variants),
              reports_dir / "wandb")

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gon.app.variants import variant_tags
+from gon.app.metrics import HIGHER_IS_BETTER
+from gon.app.variants import SEED, run_name, variant_name, variant_tags
 
 
 def _hydra_job() -> tuple[str | None, str | None]:
@@ -54,8 +55,10 @@ class Tracker:
             self.run.log({k: wandb.Image(v) for k, v in grids.items()}, step=step)
 
     def summary(self, metrics: dict[str, Any]) -> None:
+        """Set summary values; the val/* metrics are left to define_metric (best and last)."""
         if self.run is not None:
-            self.run.summary.update(metrics)
+            self.run.summary.update({k: v for k, v in metrics.items()
+                                     if k not in HIGHER_IS_BETTER})
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
@@ -73,22 +76,25 @@ def start_run(cfg: DictConfig, run_id: str | None = None) -> Tracker:
     os.environ.setdefault("WANDB_MODE", wcfg.mode)
     import wandb
 
-    override_dirname, sweep = _hydra_job()
+    _, sweep = _hydra_job()
     out_dir = Path(wcfg.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     run = wandb.init(
         project=wcfg.project,
         mode=wcfg.mode,
         dir=str(out_dir),
         group=wcfg.group or sweep,
         job_type=wcfg.job_type,
-        name=wcfg.name or override_dirname,
-        tags=variant_tags(cfg) + list(wcfg.tags),
-        config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True),
+        name=wcfg.name or run_name(cfg),  # <variant>/seed<k>
+        tags=variant_tags(cfg) + [f"{SEED}={cfg[SEED]}"] + list(wcfg.tags),
+        config={**config, "variant": variant_name(cfg)},  # group by config.variant in the UI
         id=run_id,
         resume="allow" if run_id else None,
         reinit="finish_previous",
     )
+    for key, higher in HIGHER_IS_BETTER.items():  # summary columns val/psnr.max, val/psnr.last
+        run.define_metric(key, summary=f"{'max' if higher else 'min'},last")
     return Tracker(run)
 
 

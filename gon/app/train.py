@@ -7,7 +7,8 @@ Usage:
     python -m gon.train hydra.run.dir=outputs/a           # rerun: resumes, or returns if finished
 
 The run dir gets checkpoint.pt (plain dict, atomic, every train.ckpt_every steps and at the end),
-metrics.json, recon.png, samples.png, and wandb/ (offline unless WANDB_MODE says otherwise).
+metrics.json (with `val_curve`: the validation metrics at train.curve_points budgets), recon.png,
+samples.png, and wandb/ (offline unless WANDB_MODE says otherwise).
 """
 
 from __future__ import annotations
@@ -130,11 +131,12 @@ class _Job:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr)
         self.step, self.best, self.last_train = 0, None, {}
         self.history: list[dict[str, float]] = []  # step + train losses, for the curves
+        self.val_curve: list[dict[str, float]] = []  # step + val/* at the curve points
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.step, self.best, self.last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
-            self.history = ckpt.get("history", [])
+            self.history, self.val_curve = ckpt.get("history", []), ckpt.get("val_curve", [])
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
         try:  # a path that does not fit the model (affine with dropout, compiled autograd)
@@ -161,21 +163,33 @@ class _Job:
         save_checkpoint(self.run_dir / "checkpoint.pt", {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "step": self.step, "rng": rng_state(), "best": self.best, "wandb_id": tracker.id,
-            "last_train": self.last_train, "history": self.history,
+            "last_train": self.last_train, "history": self.history, "val_curve": self.val_curve,
             "config": OmegaConf.to_container(self.cfg, resolve=True)})
 
-    def evaluate(self, tracker: Tracker) -> dict[str, float]:
+    def curve_every(self) -> int:
+        """Steps between the learning curve's points (0: no curve but the final point)."""
+        points = self.t.curve_points
+        return max(1, self.t.max_steps // points) if points else 0
+
+    def evaluate(self, tracker: Tracker, grids: bool = True) -> dict[str, float]:
+        """Validation metrics (and, with grids, the PNG grids); a point of the curve if the
+        step is one of its budgets or the last."""
         metric, step = self.metric, self.step
-        metrics, grids = evaluate(self.model, self.coords, self.val, self.fit,
-                                  rows=self.cfg.eval.grid_rows, train_batch=self.t.batch_size)
+        metrics, images = evaluate(self.model, self.coords, self.val, self.fit,
+                                   rows=self.cfg.eval.grid_rows, train_batch=self.t.batch_size,
+                                   grids=grids)
         if not math.isfinite(metrics[metric]):
             raise DivergenceError(f"{metric} is {metrics[metric]} at step {step}; stopping")
         if is_better(metric, metrics[metric], self.best):
             self.best = metrics[metric]
-        for name, grid in grids.items():
+        every = self.curve_every()
+        if (step == self.t.max_steps or (every and step % every == 0)) and not any(
+                r["step"] == step for r in self.val_curve):
+            self.val_curve.append({"step": step, **metrics})
+        for name, grid in images.items():
             save_png(grid, self.run_dir / f"{name}.png")
         tracker.log({**metrics, f"{metric}_best": self.best}, step=step)
-        tracker.log_images(grids, step=step)
+        tracker.log_images(images, step=step)
         log.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return metrics
 
@@ -207,8 +221,9 @@ class _Job:
                 if not tty and (step % report_every == 0 or end):
                     log.info("step %d/%d loss_outer=%.4f %.0f img/s", step, t.max_steps, loss,
                              speed)
-            if step % t.eval_every == 0 and not end:
-                self.evaluate(tracker)
+            every = self.curve_every()
+            if not end and (step % t.eval_every == 0 or (every and step % every == 0)):
+                self.evaluate(tracker, grids=step % t.eval_every == 0)  # grids are dearer
             if step % t.ckpt_every == 0 and not end:
                 self.checkpoint(tracker)
         bar.close()
@@ -236,9 +251,10 @@ def train(cfg: DictConfig) -> float:
     with tracking(cfg, ckpt.get("wandb_id") if ckpt else None) as tracker, logging_redirect_tqdm():
         metrics = job.run(tracker)
         result = {**job.last_train, **metrics, f"{metric}_best": job.best, "step": job.step,
-                  "optimized_metric": metric, "objective": metrics[metric]}
+                  "optimized_metric": metric, "objective": metrics[metric],
+                  "val_curve": job.val_curve}
         save_json(run_dir / "metrics.json", result)
-        tracker.summary(result)
+        tracker.summary({k: v for k, v in result.items() if k != "val_curve"})
     return float(metrics[metric])
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 AXES = ("encoding", "block", "loss", "latent_reduction")  # a variant's name, in this order
 RUN_AXES = ("dataset", *AXES)  # what identifies a run's variant across sweeps (tags, resume)
+SEED = "seed"  # the replicate key: one run per seed and variant; a swept param of the grid
 
 
 def variant_choices(cfg: DictConfig | dict[str, Any], axes: tuple[str, ...] = AXES) -> list[str]:
@@ -34,13 +35,23 @@ def variant_tags(cfg: DictConfig | dict[str, Any]) -> list[str]:
     return [f"{a}={c}" for a, c in zip(RUN_AXES, variant_choices(cfg, RUN_AXES), strict=True)]
 
 
+def run_name(cfg: DictConfig | dict[str, Any]) -> str:
+    """`<variant>/seed<k>`, e.g. none-siren-bce-sum/seed2: a run's name (W&B, logs)."""
+    return f"{variant_name(cfg)}/seed{cfg[SEED]}"
+
+
 @dataclass
 class Variant:
-    """One trained variant's scores, grids (uint8 RGB arrays) and training curve."""
+    """One trained run of a variant: its scores, grids (uint8 RGB arrays) and curves."""
 
     name: str  # e.g. nerf-siren-bce-sum
     run_dir: Path
     config: dict[str, Any]  # the resolved training config
     metrics: dict[str, float] = field(default_factory=dict)
-    grids: dict[str, np.ndarray] = field(default_factory=dict)
+    grids: dict[str, np.ndarray] = field(default_factory=dict)  # empty for all but one seed
     curve: list[dict[str, float]] = field(default_factory=list)  # rows of step + train losses
+    val_curve: list[dict[str, float]] = field(default_factory=list)  # rows of step + val/*
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get(SEED, 0))

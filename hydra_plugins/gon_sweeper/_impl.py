@@ -25,6 +25,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
 from gon.app import sweep as sw
+from gon.app import sweep_grid as sg
 from gon.app import sweep_trials as st
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,11 @@ class ResumableSweep(OptunaSweeperImpl):
             elif OmegaConf.select(self.config, name.lstrip("+~"), default=_ABSENT) is _ABSENT:
                 log.info("not searching %s: this variant's config has no such key", name)
                 del space[name]
-        n_trials = self.n_trials
+        n_trials, self.grid = self.n_trials, None
         if isinstance(self.sampler, functools.partial) and \
                 self.sampler.func is optuna.samplers.GridSampler:
             grid = {k: self._to_grid_sampler_choices(d) for k, d in space.items()}
-            self.sampler = self.sampler(grid)
+            self.sampler, self.grid = self.sampler(grid), grid
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
         return space, fixed, fixed_overrides, n_trials
 
@@ -122,15 +123,18 @@ class ResumableSweep(OptunaSweeperImpl):
         sw.check_direction(metric, directions)
         exclude = set(OmegaConf.select(
             cfg, "hydra.job.config.override_dirname.exclude_keys", default=[]))
+        free = sg.fingerprint_excludes(self.grid)  # the seeds of a grid may grow on resume
         fingerprint = {
             "overrides": sorted(a for a in arguments
-                                if a.split("=", 1)[0].lstrip("+~") not in exclude),
-            "params": {str(k): str(v) for k, v in (self.params or {}).items()},
+                                if a.split("=", 1)[0].lstrip("+~") not in exclude | free),
+            "params": {str(k): str(v) for k, v in (self.params or {}).items() if k not in free},
             "directions": directions, "objective": metric,
         }
         study = self._open_study(directions, fingerprint)
         if study.trials:  # resuming: a sampler seeded as before would repeat its first draws
             study.sampler.reseed_rng()
+        for params in sg.missing_points(study, self.grid) if self.grid else []:
+            study.enqueue_trial(params)  # grid order; trains only the points not yet taken
         batch = self._batch_size(n_trials)
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         log.info("study %s in %s: %s, %s, budget %d trials, %d at once", study.study_name,

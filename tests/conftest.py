@@ -11,6 +11,12 @@ from helpers import TINY, compose_config, subprocess_env
 from omegaconf import DictConfig
 
 from gon.app.data import prepare
+from gon.app.train import train
+
+# the tiny sweep's runs: two variants, the first with two seeds
+TINY_SWEEP = {"0": ["block=siren", "latent_reduction=sum"],
+              "1": ["block=modulated", "latent_reduction=mean", "loss=mse", "encoding=nerf"],
+              "2": ["block=siren", "latent_reduction=sum", "seed=1"]}
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +25,24 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     prepare("digits", raw_root=root / "raw", out_root=root / "prepared")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A sweep dir of three tiny trained runs (TINY_SWEEP, 12 steps), trials 0..2, with W&B
+    offline runs in their own group (study-1)."""
+    root = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in subprocess_env(root).items():
+            if key.startswith("WANDB_"):
+                mp.setenv(key, value)
+        mp.setenv("WANDB_RUN_GROUP", "study-1")
+        mp.delenv("WANDB_API_KEY", raising=False)
+        for job, overrides in TINY_SWEEP.items():
+            train(compose_config([*TINY, "logger=wandb", "train.max_steps=12",
+                                  f"paths.data_dir={data_dir}",
+                                  f"paths.output_dir={root / 'sweep' / job}", *overrides]))
+    return root / "sweep"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ W&B environment, and SIGKILL after a checkpoint. Fixtures live in conftest.py.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,3 +115,23 @@ def kill_when(proc: subprocess.Popen, path: Path, timeout: float = 300) -> None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
+
+
+def chromium() -> str | None:
+    """The headless browser the page tests use (Debian's `chromium`; .ci/run installs it)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browse(page: Path, out: Path, width: int = 1400, height: int = 2400) -> tuple[str, Path]:
+    """Open `page` in headless Chromium with its scripts run (virtual time, no network):
+    (the DOM after the scripts ran, a PNG screenshot at out)."""
+    browser = chromium()
+    assert browser, "chromium is not installed (apt-get install chromium)"
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+              "--virtual-time-budget=15000", f"--window-size={width},{height}"]
+    url = page.resolve().as_uri()
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    subprocess.run([*common, f"--screenshot={out}", url], capture_output=True, timeout=120,
+                   check=True)
+    return dom, out

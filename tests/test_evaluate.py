@@ -1,5 +1,6 @@
-"""gon.app.evaluate and gon.app.report on tiny trained runs: metrics, latents, grids, the report
-files, the offline HTML page, the CLI and the W&B eval/summary runs read back.
+"""gon.app.evaluate and gon.app.report on tiny trained runs (two variants, one of them with two
+seeds): metrics, latents, grids, the report files with intervals and curves, the offline HTML
+page, the CLI and the W&B eval/summary runs read back.
 
 $ python -m pytest tests/test_evaluate.py -q
 """
@@ -21,33 +22,12 @@ from wandb_reader import read_run
 from gon import make_grid
 from gon.app.builders import build_model
 from gon.app.evaluate import encode, evaluate_sweep, find_runs, main, variant_name
-from gon.app.report import GRIDS, log_wandb, write_report
-from gon.app.train import train
-
-VARIANTS = {"0": ["block=siren", "latent_reduction=sum"],
-            "1": ["block=modulated", "latent_reduction=mean", "loss=mse", "encoding=nerf"]}
-WANDB_ENV = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+from gon.app.report import GRIDS, log_wandb, summary_columns, write_report
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """Two tiny trained runs, as a sweep dir with trials 0 and 1 (W&B offline, own group)."""
-    root = tmp_path_factory.mktemp("sweep")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**WANDB_ENV, "WANDB_DIR": str(root)}.items():
-            mp.setenv(key, value)
-        mp.setenv("WANDB_RUN_GROUP", "study-1")
-        mp.delenv("WANDB_API_KEY", raising=False)
-        for job, overrides in VARIANTS.items():
-            train(compose_config([*TINY, "logger=wandb", "train.max_steps=12",
-                                  f"paths.data_dir={data_dir}",
-                                  f"paths.output_dir={root / 'sweep' / job}", *overrides]))
-    return root / "sweep"
-
-
-@pytest.fixture(scope="module")
-def variants(sweep: Path) -> list:
-    return evaluate_sweep(sweep, torch.device("cpu"), probe_images=200, rows=4)
+def variants(tiny_sweep: Path) -> list:
+    return evaluate_sweep(tiny_sweep, torch.device("cpu"), probe_images=200, rows=4)
 
 
 def test_find_runs_in_numeric_order(tmp_path: Path) -> None:
@@ -60,18 +40,23 @@ def test_find_runs_in_numeric_order(tmp_path: Path) -> None:
     assert [p.name for p in find_runs(tmp_path)] == ["2", "10", "x"]
 
 
-def test_every_variant_scored(variants: list) -> None:
-    assert [v.name for v in variants] == ["none-siren-bce-sum", "nerf-modulated-mse-mean"]
+def test_every_run_scored(variants: list) -> None:
+    assert [v.name for v in variants] == ["none-siren-bce-sum", "nerf-modulated-mse-mean",
+                                          "none-siren-bce-sum"]
+    assert [v.seed for v in variants] == [0, 0, 1]
     for v in variants:
         m = v.metrics
         assert {"mse", "psnr", "ssim", "bce", "probe_acc", "steps", "params"} <= set(m)
         assert all(isinstance(x, int | float) and math.isfinite(x) for x in m.values())
         assert 0 < m["mse"] < 1 and 0 <= m["probe_acc"] <= 1 and m["steps"] == 12
         assert [r["step"] for r in v.curve] == [2, 4, 5, 6, 8, 10, 12]  # log and eval steps
+        assert [r["step"] for r in v.val_curve] == [2, 4, 6, 8, 10, 12]  # every 12 // 6 steps
+    assert variants[0].metrics["psnr"] != variants[2].metrics["psnr"]  # the seed matters
+    assert not variants[2].grids  # drawn once per variant, for its first run
 
 
 def test_grids_are_images_not_blank(variants: list) -> None:
-    for v in variants:
+    for v in variants[:2]:
         assert set(v.grids) == set(GRIDS)
         for name, grid in v.grids.items():
             assert grid.dtype.name == "uint8" and grid.ndim == 3 and grid.shape[2] == 3, name
@@ -103,36 +88,59 @@ def test_mean_reduction_latents_as_in_training(data_dir: Path, tmp_path: Path, u
 
 def test_report_files(variants: list, tmp_path: Path) -> None:
     (tmp_path / "images" / "stale-variant").mkdir(parents=True)
-    best = write_report(variants, tmp_path)
+    comp = write_report(variants, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {v.name for v in variants} | {"best"}
-    assert best == max(variants, key=lambda v: v.metrics["psnr"]).name
-    assert metrics["best"] == metrics[best]
+    names = ["none-siren-bce-sum", "nerf-modulated-mse-mean"]
+    assert set(metrics) == {*names, "best"}
+    two = [v.metrics["psnr"] for v in variants if v.name == names[0]]  # seeds 0 and 1
+    psnr = metrics[names[0]]["psnr"]
+    assert psnr["n"] == 2 and psnr["mean"] == pytest.approx(sum(two) / 2)
+    assert psnr["sd"] == pytest.approx(abs(two[0] - two[1]) / math.sqrt(2))
+    half = 12.706 * psnr["sd"] / math.sqrt(2)  # t(0.975, 1) = 12.706
+    assert psnr["ci95_high"] == pytest.approx(psnr["mean"] + half, rel=1e-4)
+    one = metrics[names[1]]["psnr"]  # one seed: the fields exist, undefined ones are null
+    assert one["n"] == 1 and one["sd"] is one["ci95_low"] is one["ci95_high"] is None
+    assert metrics["best"] == metrics[comp.best.name] and metrics["best"]["rank"] == 1
+    assert set(metrics[names[1]]) >= {"psnr", "ssim", "mse", "bce", "probe_acc", "rank"}
     rows = list(csv.DictReader(open(tmp_path / "variants.csv")))
-    assert [r["variant"] for r in rows] == [v.name for v in variants]
-    assert rows[1]["block"] == "modulated" and float(rows[1]["psnr"]) > 0
-    for v in variants:
-        curve = list(csv.DictReader(open(tmp_path / "curves" / f"{v.name}.csv")))
+    assert [r["variant"] for r in rows] == [s.name for s in comp.variants]  # best first
+    row = next(r for r in rows if r["variant"] == names[1])
+    assert row["block"] == "modulated" and row["n"] == "1" and row["psnr_ci95_low"] == ""
+    curves = list(csv.DictReader(open(tmp_path / "val_curves.csv")))
+    assert list(curves[0]) == ["variant", "step", "psnr_mean", "psnr_ci95_low",
+                               "psnr_ci95_high", "n"]
+    mine = [r for r in curves if r["variant"] == names[0]]
+    assert [int(r["step"]) for r in mine] == [2, 4, 6, 8, 10, 12]
+    assert {r["n"] for r in mine} == {"2"} and all(
+        float(r["psnr_ci95_low"]) <= float(r["psnr_mean"]) <= float(r["psnr_ci95_high"])
+        for r in mine)
+    for name in names:
+        curve = list(csv.DictReader(open(tmp_path / "curves" / f"{name}.csv")))
         assert len(curve) == 7 and all(math.isfinite(float(r["loss_outer"])) for r in curve)
         for grid in GRIDS:
-            with Image.open(tmp_path / "images" / v.name / f"{grid}.png") as img:
+            with Image.open(tmp_path / "images" / name / f"{grid}.png") as img:
                 assert img.format == "PNG"
     assert not (tmp_path / "images" / "stale-variant").exists()
 
 
 def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> None:
-    best = write_report(variants, tmp_path)
+    comp = write_report(variants, tmp_path)
     page = (tmp_path / "index.html").read_text()
     assert "<script" not in page and "http" not in page  # nothing to fetch
     sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == len(variants) * len(GRIDS)
+    assert len(sources) == 2 * len(GRIDS)  # one set of grids per variant
     assert all((tmp_path / s).is_file() for s in sources)  # relative paths that exist
-    assert page.count("<tr") == len(variants) + 1 and f'class="best"><td><a href="#{best}"' in page
-    assert page.count("<polyline") == len(variants)  # the training curves, inline SVG
+    best = comp.best.name
+    # one seed on a side: the pair is not tested, so both share place 1 (shown as =1)
+    assert f'<tr class="best"><td>=1</td><td><a href="#{best}"' in page
+    assert "Welch" in page and "Holm" in page and "&plusmn;" in page  # the rule, the intervals
+    assert page.count("<polyline") == 2 + 2  # validation curves + training curves, inline SVG
+    assert page.count('stroke="#000"') == 1  # one error bar: the variant with two seeds
+    assert "Ranking at every budget" in page and "Spearman" in page
 
 
-def test_cli(sweep: Path, tmp_path: Path) -> None:
-    assert main([str(sweep), str(tmp_path / "r"), "--no-wandb", "--probe-images", "100",
+def test_cli(tiny_sweep: Path, tmp_path: Path) -> None:
+    assert main([str(tiny_sweep), str(tmp_path / "r"), "--no-wandb", "--probe-images", "100",
                  "--rows", "4", "--device", "cpu"]) == 0
     assert json.loads((tmp_path / "r" / "metrics.json").read_text()).keys() >= {"best"}
     assert not any((tmp_path / "r" / "wandb").iterdir())  # there (a DVC out), but empty
@@ -141,22 +149,31 @@ def test_cli(sweep: Path, tmp_path: Path) -> None:
 
 
 def test_wandb_eval_and_summary_runs(variants: list, wandb_offline: Path, tmp_path: Path):
-    best = write_report(variants, tmp_path)
-    log_wandb(variants, best, tmp_path, group_default="sweep")
+    comp = write_report(variants, tmp_path)
+    log_wandb(comp, tmp_path, group_default="sweep")
     runs = [read_run(d) for d in sorted((tmp_path / "wandb").glob("offline-run-*"))]
     evals = {r["run"]["name"]: r for r in runs if r["run"]["job_type"] == "eval"}
     (summary,) = [r for r in runs if r["run"]["job_type"] == "summary"]
-    assert set(evals) == {v.name for v in variants}
+    assert set(evals) == {s.name for s in comp.variants}
     assert {r["run"]["group"] for r in runs} == {"study-1"}  # the trials' group
-    for v in variants:
-        run = evals[v.name]
-        assert run["exit_code"] == 0 and "block=" + v.config["block"]["name"] in run["run"]["tags"]
-        assert run["summary"]["test/psnr"] == pytest.approx(v.metrics["psnr"])
+    for s in comp.variants:
+        run = evals[s.name]
+        assert run["exit_code"] == 0 and "block=" + s.runs[0].config["block"]["name"] in run[
+            "run"]["tags"]
+        assert run["summary"]["test/psnr/mean"] == pytest.approx(s.stats["psnr"]["mean"])
+        assert run["config"]["variant"] == s.name and run["config"]["seeds"] == [
+            r.seed for r in s.runs]
         assert run["history"][0]["recon/_type"] == "image-file"
     row = summary["history"][0]
-    assert row["variants/_type"] == "table-file" and row["variants/nrows"] == len(variants)
-    table = json.loads((next((tmp_path / "wandb").glob("offline-run-*" + summary["run"]["id"]))
-                        / "files" / row["variants/path"]).read_text())
-    assert table["columns"][:2] == ["variant", "encoding"] and "psnr" in table["columns"]
-    assert sorted(r[0] for r in table["data"]) == sorted(v.name for v in variants)
-    assert summary["summary"]["best"] == best and summary["config"]["best"] == best
+    assert row["variants/_type"] == "table-file" and row["variants/nrows"] == 2
+    files = next((tmp_path / "wandb").glob("offline-run-*" + summary["run"]["id"])) / "files"
+    table = json.loads((files / row["variants/path"]).read_text())
+    assert table["columns"] == summary_columns() and "psnr/ci95_low" in table["columns"]
+    by_name = {r[0]: dict(zip(table["columns"], r, strict=True)) for r in table["data"]}
+    assert by_name[comp.best.name]["psnr/mean"] == pytest.approx(comp.best.stats["psnr"]["mean"])
+    assert by_name["nerf-modulated-mse-mean"]["psnr/sd"] is None  # one seed
+    curves = json.loads((files / row["val_curves/path"]).read_text())
+    assert curves["columns"][:3] == ["variant", "step", "psnr_mean"] and len(curves["data"]) == 12
+    assert row["val_psnr_curves_table/_type"] == "table-file"  # the line-series chart's data
+    assert summary["summary"]["best"] == comp.best.name
+    assert summary["config"]["seeds"] == [0, 1]

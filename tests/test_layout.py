@@ -209,7 +209,7 @@ def test_console_script_sweeps_by_itself(tmp_path: Path, data_dir: Path) -> None
     """`gon-train hparams_search=variants` is a multirun without -m, like `python -m`."""
     sweep_dir = tmp_path / "sweep"
     argv = train_cli(data_dir, "hparams_search=variants", "encoding=none", "block=siren",
-                     "loss=bce", f"hydra.sweep.dir={sweep_dir}")
+                     "loss=bce", "seed=0", f"hydra.sweep.dir={sweep_dir}")
     out = run([str(Path(sys.executable).with_name("gon-train")), *argv[3:]], tmp_path)
     assert (sweep_dir / sw.RECORD).exists(), out[-3000:]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]

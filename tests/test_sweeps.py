@@ -1,6 +1,7 @@
 """Optuna sweeps (gon_optuna sweeper, conf/hparams_search/): the 16-variant grid and its
-resume, failed trials, joblib, submitit_local, the TPE overlay with W&B groups, a killed
-sweeper; and the gon.app.sweep / gon.app.sweep_trials helpers on in-memory studies.
+resume, a resume with more seeds, failed trials, joblib, submitit_local, the TPE overlay with
+W&B groups, a killed sweeper; and the gon.app.sweep, sweep_grid and sweep_trials helpers
+on in-memory studies.
 
 $ python -m pytest tests/test_sweeps.py -q          # add -m "not slow" for the helpers only
 """
@@ -20,10 +21,12 @@ from helpers import CONF_DIR, kill_when, run, start, train_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from wandb_reader import read_run
 
 from gon.app import sweep as sw
+from gon.app import sweep_grid as sg
 from gon.app import sweep_trials as st
 from gon.app.variants import AXES
 
@@ -60,7 +63,7 @@ def _objective(run_dir: Path) -> float:
 @pytest.mark.slow
 def test_variants_grid_trains_each_variant_once(tmp_path: Path, data_dir: Path) -> None:
     sweep_dir = tmp_path / "variants"
-    args = _args(data_dir, sweep_dir, "hparams_search=variants")
+    args = _args(data_dir, sweep_dir, "hparams_search=variants", "seed=0")  # one seed: 16 trials
     out = _sweep(tmp_path, args)
     study = _study(sweep_dir)
     assert study.study_name.startswith("gon-variants-digits-")
@@ -83,8 +86,8 @@ def test_variants_grid_trains_each_variant_once(tmp_path: Path, data_dir: Path) 
     assert len(_study(sweep_dir).trials) == 16 and not (sweep_dir / "16").exists()
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    out = _sweep(tmp_path, [*args, "seed=1"], ok=False)  # another config: refused
-    assert "started with other settings (overrides: +seed=1)" in out, out[-3000:]
+    out = _sweep(tmp_path, [*args, "model.hidden_dim=32"], ok=False)  # another config: refused
+    assert "started with other settings (overrides: +model.hidden_dim=32)" in out, out[-3000:]
     assert "Traceback" not in out
     out = _sweep(tmp_path, [*args, "hydra.sweeper.trials_per_gpu=2"], ok=False,
                  CUDA_VISIBLE_DEVICES="")  # no GPU visible, also on a GPU machine
@@ -93,12 +96,43 @@ def test_variants_grid_trains_each_variant_once(tmp_path: Path, data_dir: Path) 
 
 
 @pytest.mark.slow
+def test_more_seeds_train_only_the_new_seeds(tmp_path: Path, data_dir: Path) -> None:
+    """2 variants x seeds 0, 1; then the same sweep with seeds 0..2 trains seed 2 only; the seed
+    is a recorded param of every trial and each run is named <variant>/seed<k> in W&B."""
+    sweep_dir = tmp_path / "seeds"
+    args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none", "loss=bce",
+                 "latent_reduction=sum", "logger=wandb")
+    _sweep(tmp_path, [*args, "seed=range(0,2)"])
+    study = _study(sweep_dir)
+    first = {(t.params["block"], t.params["seed"]) for t in study.trials}
+    assert first == {(b, s) for b in ("siren", "modulated") for s in (0, 1)}
+    assert [t.params["seed"] for t in study.trials] == [0, 1, 0, 1]  # a variant's seeds adjoin
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/checkpoint.pt")}
+    out = _sweep(tmp_path, [*args, "seed=range(0,3)"])  # not refused: the seeds may grow
+    assert "budget 6 trials" in out, out[-3000:]
+    study = _study(sweep_dir)
+    assert _states(study) == {"COMPLETE": 6}
+    assert sorted((t.params["block"], t.params["seed"]) for t in study.trials[4:]) == [
+        ("modulated", 2), ("siren", 2)]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # seeds 0, 1 not retrained
+    for t in study.trials:
+        (run_dir,) = (sweep_dir / str(t.number) / "wandb").glob("offline-run-*")
+        run = read_run(run_dir)
+        assert run["run"]["name"] == f"none-{t.params['block']}-bce-sum/seed{t.params['seed']}"
+        assert run["config"]["seed"] == t.params["seed"] and run["run"]["group"] == (
+            study.study_name)
+    objectives = {_objective(sweep_dir / str(t.number)) for t in study.trials}
+    assert len(objectives) == 6  # every seed trains another model
+    assert "nothing to launch" in _sweep(tmp_path, [*args, "seed=range(0,3)"])
+
+
+@pytest.mark.slow
 def test_failed_trials_are_recorded_with_joblib(tmp_path: Path, data_dir: Path) -> None:
     """2 joblib workers; lr=-1 fails in the job (ConfigError), latent_reduction=nope does not
     compose (failed before launch, so its batch neighbour still runs). 4 failures of 6 stop
     the sweep at the default max_failure_rate=0.5; allowing 0.75, a re-run finishes it."""
     sweep_dir = tmp_path / "failing"
-    args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none",
+    args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none", "seed=0",
                  "block=siren", "loss=mse", "latent_reduction=choice(mean,sum,nope)",
                  "train.lr=choice(0.001,-1)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     out = _sweep(tmp_path, args, ok=False)
@@ -169,11 +203,11 @@ def test_killed_sweeper_leaves_no_running_trial(tmp_path: Path, data_dir: Path) 
     """SIGKILL mid-trial; the same command again re-runs that trial in its own dir (resuming
     its checkpoint) and finishes the grid; the killed trial is recorded as interrupted."""
     sweep_dir = tmp_path / "killed"
-    args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none",
+    args = _args(data_dir, sweep_dir, "hparams_search=variants", "encoding=none", "seed=0",
                  "block=siren", "loss=mse", "train.max_steps=100", "train.ckpt_every=5")
     kill_when(start(args, tmp_path, capture=False), sweep_dir / "0" / "checkpoint.pt")
     assert not (sweep_dir / "0" / "metrics.json").exists(), "finished before the kill"
-    assert _states(_study(sweep_dir)) == {"RUNNING": 1}
+    assert _states(_study(sweep_dir)) == {"RUNNING": 1, "WAITING": 1}  # the grid is queued
 
     out = _sweep(tmp_path, args)
     assert "re-queued 1 interrupted trial(s): [0]" in out and "resuming" in out, out[-3000:]
@@ -208,12 +242,36 @@ def test_basic_sweeper_stays_the_default_and_overlays_compose() -> None:
                                    "model.num_layers", "block.w0"}
 
 
-def test_variants_grid_is_the_16_variants() -> None:
+def test_variants_grid_is_the_16_variants_x_3_seeds() -> None:
     sweeper = _hydra_cfg("hparams_search=variants").hydra.sweeper
-    assert sweeper.n_trials == 16
+    assert sweeper.n_trials >= 16 * 3  # the grid's size caps it
     assert {k: str(v) for k, v in sweeper.params.items()} == {
         "encoding": "choice(nerf, none)", "block": "choice(siren, modulated)",
-        "loss": "choice(mse, bce)", "latent_reduction": "choice(mean, sum)"}
+        "loss": "choice(mse, bce)", "latent_reduction": "choice(mean, sum)",
+        "seed": "range(0, 3)"}
+    assert list(sweeper.params)[-1] == "seed"  # a variant's seeds are neighbours in the grid
+
+
+def test_grid_points_missing_from_a_study() -> None:
+    grid = {"block": ["siren", "modulated"], "seed": [0, 1]}
+    assert sg.grid_points(grid) == [{"block": "siren", "seed": 0}, {"block": "siren", "seed": 1},
+                                    {"block": "modulated", "seed": 0},
+                                    {"block": "modulated", "seed": 1}]
+    study = optuna.create_study()
+    dist = {"block": CategoricalDistribution(["siren", "modulated"]),
+            "seed": IntDistribution(0, 1)}
+    for i, (params, state) in enumerate([({"block": "siren", "seed": 0}, TrialState.COMPLETE),
+                                         ({"block": "siren", "seed": 1}, TrialState.FAIL)]):
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dist,
+                                                  state=state, value=1.0 if i == 0 else None,
+                                                  user_attrs={st.INTERRUPTED: True} if i else {}))
+    study.enqueue_trial({"block": "modulated", "seed": 0})  # queued counts as taken
+    # the interrupted one (its copy would be WAITING) and the untouched point are missing
+    assert sg.missing_points(study, grid) == [{"block": "siren", "seed": 1},
+                                              {"block": "modulated", "seed": 1}]
+    assert sg.missing_points(study, {**grid, "seed": [0]}) == []
+    assert sg.fingerprint_excludes(grid) == {"seed"} and not sg.fingerprint_excludes(
+        {"block": ["siren"]})
 
 
 def test_study_record_is_reused_and_mismatches_refused(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from helpers import kill_when, start, train_cli
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.app.builders import ConfigError
+from gon.app.builders import ConfigError, load_images
 from gon.app.checkpoint import CheckpointError
 from gon.app.train import DivergenceError, train
 
@@ -106,6 +106,21 @@ def test_resume_continues_exactly(tiny_cfg, tmp_path: Path) -> None:
     assert _metrics(tmp_path / "parts") == _metrics(tmp_path / "whole")
 
 
+def test_learning_curve_points_and_seeds(tiny_cfg, tmp_path: Path, data_dir: Path) -> None:
+    objective = train(tiny_cfg("train.max_steps=12"))
+    curve = _metrics(tmp_path / "run")["val_curve"]  # every 12 // 6 steps, the last included
+    assert [r["step"] for r in curve] == [2, 4, 6, 8, 10, 12]
+    assert curve[-1]["val/psnr"] == pytest.approx(objective) and len({r["val/psnr"]
+                                                                       for r in curve}) > 1
+    train(tiny_cfg("train.max_steps=12", "train.curve_points=0", run="nocurve"))
+    assert [r["step"] for r in _metrics(tmp_path / "nocurve")["val_curve"]] == [12]
+    # a seed changes the initialisation and the batch order, never the test split
+    other = train(tiny_cfg("train.max_steps=12", "seed=1", run="seed1"))
+    assert other != objective
+    split = [load_images(tiny_cfg(f"seed={k}"), torch.device("cpu"))[1] for k in (0, 1)]
+    assert torch.equal(*split)
+
+
 def test_finished_run_is_not_retrained(tiny_cfg, tmp_path: Path) -> None:
     first = train(tiny_cfg())
     ckpt = tmp_path / "run" / "checkpoint.pt"
@@ -133,7 +148,9 @@ def test_wandb_offline_run_reads_back(tiny_cfg, wandb_offline: Path, tmp_path: P
     (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     run = read_run(run_dir)
     assert run["run"]["job_type"] == "train" and run["exit_code"] == 0
-    assert "block=modulated" in run["run"]["tags"]
+    assert "block=modulated" in run["run"]["tags"] and "seed=0" in run["run"]["tags"]
+    assert run["run"]["name"] == "none-modulated-bce-sum/seed0"  # <variant>/seed<k>
+    assert run["config"]["variant"] == "none-modulated-bce-sum" and run["config"]["seed"] == 0
     for axis in ("block", "encoding", "loss", "latent_reduction", "dataset"):
         assert axis in run["config"]
     assert run["config"]["block"]["name"] == "modulated"
@@ -142,6 +159,9 @@ def test_wandb_offline_run_reads_back(tiny_cfg, wandb_offline: Path, tmp_path: P
     assert any("images_per_s" in r for r in rows)
     final = [r for r in rows if "val/psnr" in r][-1]
     assert final["val/psnr"] == pytest.approx(objective)
+    best = max(r["val/psnr"] for r in rows if "val/psnr" in r)  # define_metric: best and last
+    assert run["summary"]["val/psnr"] == {"max": pytest.approx(best),
+                                          "last": pytest.approx(objective)}
     assert final["recon/_type"] == "image-file"
     with Image.open(run_dir / "files" / final["recon/path"]) as img:
         assert img.format == "PNG"

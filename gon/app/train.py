@@ -166,10 +166,12 @@ class _Job:
             "last_train": self.last_train, "history": self.history, "val_curve": self.val_curve,
             "config": OmegaConf.to_container(self.cfg, resolve=True)})
 
-    def curve_every(self) -> int:
-        """Steps between the learning curve's points (0: no curve but the final point)."""
-        points = self.t.curve_points
-        return max(1, self.t.max_steps // points) if points else 0
+    def curve_steps(self) -> set[int]:
+        """The learning curve's budgets: round(k * max_steps / curve_points), k = 1..points
+        (the last is max_steps; with curve_points=0 only that one)."""
+        t = self.t
+        return {max(1, round(k * t.max_steps / t.curve_points))
+                for k in range(1, t.curve_points + 1)} | {t.max_steps}
 
     def evaluate(self, tracker: Tracker, grids: bool = True) -> dict[str, float]:
         """Validation metrics (and, with grids, the PNG grids); a point of the curve if the
@@ -182,9 +184,7 @@ class _Job:
             raise DivergenceError(f"{metric} is {metrics[metric]} at step {step}; stopping")
         if is_better(metric, metrics[metric], self.best):
             self.best = metrics[metric]
-        every = self.curve_every()
-        if (step == self.t.max_steps or (every and step % every == 0)) and not any(
-                r["step"] == step for r in self.val_curve):
+        if step in self.curve_steps() and not any(r["step"] == step for r in self.val_curve):
             self.val_curve.append({"step": step, **metrics})
         for name, grid in images.items():
             save_png(grid, self.run_dir / f"{name}.png")
@@ -200,6 +200,7 @@ class _Job:
         bar = tqdm(total=t.max_steps, initial=self.step, disable=not tty, unit="step",
                    dynamic_ncols=True, desc=f"{self.cfg.block.name}/{self.cfg.dataset.name}")
         pending: list[torch.Tensor] = []  # loss_inner, loss_outer of each step, read per interval
+        curve = self.curve_steps()
         tic, tic_step = time.perf_counter(), self.step
         for batch in self.batches():
             if self.step >= t.max_steps:
@@ -221,8 +222,7 @@ class _Job:
                 if not tty and (step % report_every == 0 or end):
                     log.info("step %d/%d loss_outer=%.4f %.0f img/s", step, t.max_steps, loss,
                              speed)
-            every = self.curve_every()
-            if not end and (step % t.eval_every == 0 or (every and step % every == 0)):
+            if not end and (step % t.eval_every == 0 or step in curve):
                 self.evaluate(tracker, grids=step % t.eval_every == 0)  # grids are dearer
             if step % t.ckpt_every == 0 and not end:
                 self.checkpoint(tracker)

@@ -1,0 +1,76 @@
+"""The report's charts in a real browser (headless Chromium, no network): `dvc plots show` with
+the committed offline template (.dvc/plots_offline.html) draws its Vega-Lite bar and line
+charts, and reports/index.html draws its inline SVG charts.
+
+$ python -m pytest tests/test_browser.py -q        # needs `chromium` (apt-get install chromium)
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT, browse, chromium, subprocess_env
+from PIL import Image
+
+from gon.app.evaluate import evaluate_sweep
+from gon.app.report import write_report
+from gon.app.report_html import PALETTE
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(chromium() is None, reason="chromium is not installed")]
+DVC = [str(Path(sys.executable).with_name("dvc"))]
+VEGA_BLUE = (0x4C, 0x78, 0xA8)  # the first colour of Vega's default category scheme
+
+
+def _pixels_near(png: Path, rgb: tuple[int, int, int], tol: int = 12) -> int:
+    with Image.open(png) as img:
+        a = np.asarray(img.convert("RGB")).astype(int)
+    return int((np.abs(a - np.array(rgb)).max(-1) <= tol).sum())
+
+
+def _hex(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
+@pytest.fixture(scope="module")
+def reports(tiny_sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo with this checkout's dvc.yaml, params.yaml and .dvc/ settings, and the tiny
+    sweep's report in reports/."""
+    repo = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(ROOT / name, repo / name)
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc",
+                    ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    runs = evaluate_sweep(tiny_sweep, torch.device("cpu"), probe_images=200, rows=4)
+    write_report(runs, repo / "reports")
+    return repo
+
+
+def test_dvc_plots_are_drawn_offline(reports: Path, tmp_path: Path) -> None:
+    env = subprocess_env(tmp_path) | {"DVC_NO_ANALYTICS": "1"}
+    out = subprocess.run([*DVC, "plots", "show", "-o", str(tmp_path / "plots")], cwd=reports,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    page = tmp_path / "plots" / "index.html"
+    html = page.read_text()
+    assert "cdn.jsdelivr" not in html and "<script src" not in html  # nothing to fetch
+    n_charts = html.count("vegaEmbed(")
+    assert n_charts == 2 + 2  # variants.csv bars, val_curves.csv lines, a training curve each
+    dom, png = browse(page, tmp_path / "plots.png")
+    assert dom.count('class="marks"') == n_charts, "a Vega chart was not drawn"
+    assert _pixels_near(png, VEGA_BLUE) > 500, "the charts are blank"
+
+
+def test_index_html_charts_are_drawn(reports: Path, tmp_path: Path) -> None:
+    page = reports / "reports" / "index.html"
+    dom, png = browse(page, tmp_path / "index.png")
+    assert dom.count("<svg") >= 4  # bars, validation curves, a training curve per variant
+    assert _pixels_near(png, _hex(PALETTE[0]), tol=8) > 300, "bars and curves are blank"
+    assert _pixels_near(png, (0, 0, 0), tol=0) > 20  # text and the error bar

@@ -43,11 +43,12 @@ BLOCKS = {  # name -> (block factory for w0, modulation)
 }
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """conf/config.yaml composed with `overrides` (no Hydra run context)."""
+def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """conf/config.yaml composed with `overrides` (no Hydra run context); hydra=True keeps
+    the hydra node (as the sweeper sees it)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose("config", overrides=overrides)
+        return compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
 def make_gon(

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import CONF_DIR, kill_when, run, start, train_cli
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_config, kill_when, run, start, train_cli
 from omegaconf import DictConfig
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -224,9 +222,7 @@ def test_killed_sweeper_leaves_no_running_trial(tmp_path: Path, data_dir: Path) 
 # ------------------------------------------------------------------ helpers (fast)
 def _hydra_cfg(*overrides: str) -> DictConfig:
     """conf/ composed with its hydra node (as the sweeper sees it)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(list(overrides), hydra=True)
 
 
 def test_basic_sweeper_stays_the_default_and_overlays_compose() -> None:

@@ -36,10 +36,10 @@ class ResumableSweep(OptunaSweeperImpl):
     """OptunaSweeperImpl with a persistent, resumable, failure-tolerant sweep loop."""
 
     def __init__(self, *args: Any, trials_per_gpu: int | None, heartbeat_s: float,
-                 stale_after_s: float) -> None:
+                 stale_after_s: float, tune_seeds: int | None = None) -> None:
         super().__init__(*args)
         self.trials_per_gpu, self.heartbeat_s = trials_per_gpu, heartbeat_s
-        self.stale_after_s = stale_after_s
+        self.stale_after_s, self.tune_seeds = stale_after_s, tune_seeds
 
     # ---------------------------------------------------------------- setting up
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution],
@@ -130,6 +130,11 @@ class ResumableSweep(OptunaSweeperImpl):
             "params": {str(k): str(v) for k, v in (self.params or {}).items() if k not in free},
             "directions": directions, "objective": metric,
         }
+        if self.tune_seeds:  # per-variant tuning, then the best settings x seeds (_tuned.py)
+            from ._tuned import sweep_tuned
+
+            return sweep_tuned(self, space, fixed, fixed_overrides, n_trials, directions,
+                               fingerprint)
         study = self._open_study(directions, fingerprint)
         if study.trials:  # resuming: a sampler seeded as before would repeat its first draws
             study.sampler.reseed_rng()
@@ -160,18 +165,20 @@ class ResumableSweep(OptunaSweeperImpl):
             self._summarize(study, sweep_dir, n_trials)
 
     def _run(self, study: optuna.Study, trials: list[Trial], space: dict[str, BaseDistribution],
-             fixed: dict[str, Any], fixed_overrides: list[str]) -> None:
+             fixed: dict[str, Any], fixed_overrides: list[str], prefix: str = "",
+             group: str | None = None) -> None:
         """Launch one batch and tell its results. A trial whose overrides do not compose fails
         here, unlaunched (in a joblib batch it would abort its neighbours). If the launcher
         itself fails (a killed worker, a SLURM error) or the sweeper is interrupted, the
         batch's running trials are re-queued for the next run and the sweep stops."""
         try:
-            subdirs = [st.claim(t) for t in trials]
+            subdirs = [st.claim(t, t.user_attrs.get(st.DIR) or f"{prefix}{t.number}")
+                       for t in trials]
             launch = []
             for trial, o, d in zip(trials, self._configure_trials(
                     trials, space, fixed, fixed_overrides), subdirs, strict=True):
                 o = (*o, f"hydra.sweep.subdir={d}",
-                     f"++hydra.job.env_set.WANDB_RUN_GROUP={study.study_name}")
+                     f"++hydra.job.env_set.WANDB_RUN_GROUP={group or study.study_name}")
                 try:
                     self.hydra_context.config_loader.load_sweep_config(self.config, list(o))
                     launch.append((trial, o))

@@ -36,6 +36,9 @@ class GonOptunaSweeperConf(OptunaSweeperConf):
     trials_per_gpu: int | None = None
     heartbeat_s: float = 30.0  # the sweeper marks its running trials alive this often
     stale_after_s: float = 300.0  # a RUNNING trial without heartbeat for this long is re-run
+    # k: tune each variant (the choice() axes) for n_trials, then train its best setting with
+    # seeds 0..k-1 (hparams_search=variants_tuned); null: one study over the whole space
+    tune_seeds: int | None = None
 
 
 ConfigStore.instance().store(
@@ -50,7 +53,8 @@ class GonOptunaSweeper(OptunaSweeper):
                  study_name: str | None, n_trials: int, n_jobs: int | None,
                  max_failure_rate: float, custom_search_space: str | None,
                  params: DictConfig | None, trials_per_gpu: int | None = None,
-                 heartbeat_s: float = 30.0, stale_after_s: float = 300.0) -> None:
+                 heartbeat_s: float = 30.0, stale_after_s: float = 300.0,
+                 tune_seeds: int | None = None) -> None:
         super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs or 1,
                          max_failure_rate, custom_search_space, params)
         from ._impl import ResumableSweep
@@ -59,5 +63,6 @@ class GonOptunaSweeper(OptunaSweeper):
         self.sweeper = ResumableSweep(
             base.sampler, direction, storage, study_name, n_trials, n_jobs or 0,
             max_failure_rate, custom_search_space, params,
-            trials_per_gpu=trials_per_gpu, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s)
+            trials_per_gpu=trials_per_gpu, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s,
+            tune_seeds=tune_seeds)
 

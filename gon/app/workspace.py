@@ -1,0 +1,90 @@
+"""A saved W&B workspace for one sweep's group: runs grouped by variant, PSNR bars with error
+bars over the seeds, the validation and training curves, the image panels, the summary table.
+
+Usage (after `wandb sync`, with network and an API key; needs the [workspace] extra):
+    python -m gon.workspace outputs/sweep --entity ME            # saves it, prints its URL
+    python -m gon.workspace outputs/sweep --entity ME --dry-run  # prints the view, saves nothing
+
+The group is the sweep's study name (its study.json), as the runs were logged. W&B's bars and
+bands are mean +- standard error over a variant's runs (W&B has no t interval); the summary
+run's `variants` table holds the 95 % t intervals of reports/metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import wandb_workspaces.reports.v2 as wr
+import wandb_workspaces.workspaces as ws
+
+from gon.app.report_html import GRIDS
+from gon.app.sweep import RECORD
+
+TRAIN_IMAGES = ("recon", "samples")  # what each train run logs at its evaluations
+
+
+def build_workspace(entity: str, project: str, group: str, name: str | None = None
+                    ) -> ws.Workspace:
+    """The workspace (not saved): the group's runs, grouped by config.variant."""
+    by_variant = wr.Config("variant")
+    stats = {"groupby": by_variant, "groupby_aggfunc": "mean", "groupby_rangefunc": "stderr"}
+    comparison = ws.Section(name="Comparison (mean +- s.e. over seeds)", is_open=True, panels=[
+        wr.BarPlot(title="test PSNR by variant", metrics=["test/psnr/mean"], orientation="h"),
+        wr.BarPlot(title="final validation PSNR by variant (train runs)",
+                   metrics=["val/psnr"], orientation="h", **stats),
+        wr.LinePlot(title="validation PSNR by step", x="Step", y=["val/psnr"], **stats),
+        wr.LinePlot(title="training loss by step", x="Step", y=["train/loss_outer"], **stats),
+    ])
+    images = ws.Section(name="Images", is_open=True, panels=[
+        wr.MediaBrowser(title="eval grids (first seed of each variant)", media_keys=list(GRIDS),
+                        num_columns=4),
+        wr.MediaBrowser(title="train grids by step", media_keys=list(TRAIN_IMAGES),
+                        num_columns=2),
+    ])
+    summary = ws.Section(name="Summary table", is_open=True, panels=[
+        wr.WeavePanelSummaryTable(table_name="variants"),
+        wr.WeavePanelSummaryTable(table_name="val_curves"),
+    ])
+    runset = ws.RunsetSettings(filters=ws.And(ws.Metric("Group") == group),
+                               groupby=[ws.Config("variant")])
+    return ws.Workspace(entity=entity, project=project, name=name or f"gon {group}",
+                        sections=[comparison, images, summary], runset_settings=runset)
+
+
+def sweep_group(sweep_dir: Path) -> str:
+    """The W&B group of a sweep's runs: its study name."""
+    path = sweep_dir / RECORD
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: not a gon sweep dir")
+    return json.loads(path.read_text())["study_name"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`gon-workspace SWEEP_DIR --entity E [--project gon] [--name N] [--dry-run]`."""
+    parser = argparse.ArgumentParser(prog="gon-workspace", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path,
+                        help="the sweep dir (its study.json names the group)")
+    parser.add_argument("--entity", required=True, help="your W&B entity (user or team)")
+    parser.add_argument("--project", default="gon", help="the W&B project (default: gon)")
+    parser.add_argument("--name", default=None, help="the workspace's name (default: gon <group>)")
+    parser.add_argument("--dry-run", action="store_true", help="print the view; save nothing")
+    args = parser.parse_args(argv)
+    try:
+        group = sweep_group(args.sweep_dir)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 1
+    workspace = build_workspace(args.entity, args.project, group, args.name)
+    if args.dry_run:
+        print(json.dumps(workspace._to_model().model_dump(mode="json"), indent=1))
+        return 0
+    print(workspace.save().url)
+    return 0
+
+
+def cli() -> None:
+    """Console script `gon-workspace`."""
+    sys.exit(main())

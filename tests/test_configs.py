@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from gon import GON
 from gon.app.builders import build_model, validate_config
 from gon.app.data import DATASETS
-from gon.app.variants import AXES
+from gon.app.variants import AXES, SEED
 
 GROUPS = ["block", "dataset", "encoding", "latent_reduction", "logger", "loss"]  # one per axis
 OVERLAYS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in GROUPS)
@@ -98,7 +98,7 @@ def test_wandb_mode_defaults_to_offline(monkeypatch, env: str | None, mode: str)
 
 def test_variants_overlay_sweeps_the_variant_axes() -> None:
     params = OmegaConf.load(CONF_DIR / "hparams_search" / "variants.yaml").hydra.sweeper.params
-    assert list(params) == list(AXES)  # the grid, its order and the variant names agree
+    assert list(params) == [*AXES, SEED]  # the grid, its order and the variant names agree
 
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").iterdir())

@@ -87,7 +87,8 @@ def test_base_install_is_torch_and_numpy() -> None:
     assert sorted(d.split(">")[0].split("=")[0] for d in project["dependencies"]) == [
         "numpy", "torch"]
     extras = project["optional-dependencies"]
-    assert "gon[app]" in extras["dev"]
+    assert "gon[app,workspace]" in extras["dev"] and extras["workspace"] == [
+        "wandb-workspaces>=0.4"]
     assert {"hydra-core==1.4.0rc3", "dvc>=3.50"} <= set(extras["app"])
 
 
@@ -124,7 +125,7 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 MODULES = _modules()
 LAYER = {"gon.core": 0, "gon": 0, "gon.app": 1, "gon.train": 1, "gon.evaluate": 1,
-         "gon.sweep": 1, "pipelines": 1, "hydra_plugins": 2}
+         "gon.sweep": 1, "gon.workspace": 1, "pipelines": 1, "hydra_plugins": 2}
 
 
 def _layer(module: str) -> int:
@@ -174,7 +175,7 @@ def test_no_import_circles() -> None:
 
 # ------------------------------------------------------------------ entry points
 SCRIPTS = {"gon-train": "gon.train", "gon-evaluate": "gon.evaluate", "gon-sweep": "gon.sweep",
-           "gon-fetch": "pipelines.fetch"}
+           "gon-fetch": "pipelines.fetch", "gon-workspace": "gon.workspace"}
 
 
 def test_console_scripts_are_the_module_entry_points() -> None:

@@ -37,7 +37,7 @@ ENTRY = {"sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
 TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 "
               "train.batch_size=32 train.log_every=5 eval.num_images=64 eval.fit_images=128")
 TINY_PARAMS = {"datasets": ["digits"],
-               "sweep": {"dataset": "digits", "max_steps": 20, "launcher": "joblib",
+               "sweep": {"dataset": "digits", "seeds": 2, "max_steps": 20, "launcher": "joblib",
                          "n_jobs": 2, "overrides": TINY_SWEEP},
                "evaluate": {"probe_images": 200, "grid_rows": 4}}
 
@@ -141,13 +141,19 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     names = {f"none-{b}-bce-{r}" for b in ("siren", "modulated") for r in ("mean", "sum")}
     assert set(metrics) == names | {"best"}
-    for name in names:
-        assert all(math.isfinite(v) for v in metrics[name].values()), metrics[name]
+    for name in names:  # 2 seeds each: every interval is defined
+        for m in ("psnr", "ssim", "mse", "bce", "probe_acc"):
+            iv = metrics[name][m]
+            assert iv["n"] == 2 and all(math.isfinite(iv[k]) for k in (
+                "mean", "sd", "ci95_low", "ci95_high")), (name, m, iv)
+        assert metrics[name]["seeds"] == [0, 1]
         for grid in GRIDS:
             png = np.asarray(Image.open(repo / "reports" / "images" / name / f"{grid}.png"))
             assert png.std() > 0, f"{name}/{grid}.png is blank"
     assert (repo / "reports" / "index.html").exists()
     assert len(list((repo / "reports" / "curves").glob("*.csv"))) == 4
+    curves = (repo / "reports" / "val_curves.csv").read_text().splitlines()
+    assert len(curves) == 1 + 4 * 6  # 4 variants x 6 budgets (20 steps: 3, 7, 10, 13, 17, 20)
 
     study = json.loads((repo / "outputs" / "sweep" / "study.json").read_text())["study_name"]
     runs = [read_run(d) for d in (repo / "reports" / "wandb").glob("offline-run-*")]

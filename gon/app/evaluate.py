@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
 
 from gon import GON, make_grid, slerp
 from gon.app.builders import build_model, resolve_device
@@ -179,13 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=8, help="images per grid row")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index>")
     parser.add_argument("--no-wandb", action="store_true", help="skip the W&B eval/summary runs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of torch, BLAS and OpenMP (default 1: these small "
+                             "models and the probe run fastest on one; 0: the libraries' own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # so autograd's cuBLAS calls find this GPU's context
     try:
-        variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows)
+        with threadpool_limits(args.threads or None):
+            variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows)
     except FileNotFoundError as e:
         log.error("%s", e)
         return 1

@@ -6,9 +6,11 @@ Usage:
 
 For each run dir under <sweep_dir> (a checkpoint.pt holding the resolved config): MSE, PSNR,
 SSIM and BCE of the test-split reconstructions, the accuracy of a linear probe on the latents
-(where labels exist), and four PNG grids: reconstructions, samples from a Gaussian fitted to the
-train latents, slerp interpolations and a 4x super-resolution render. gon.app.report then writes
-<reports_dir>/{metrics.json, variants.csv, curves/, images/, index.html} and the W&B runs.
+(where labels exist), the validation curve recorded in training, and, for the first run of each
+variant, four PNG grids: reconstructions, samples from a Gaussian fitted to the train latents,
+slerp interpolations and a 4x super-resolution render. gon.app.compare groups the runs by
+variant (the seeds are replicates) and ranks them; gon.app.report writes <reports_dir>/
+{metrics.json, variants.csv, val_curves.csv, curves/, images/, index.html} and the W&B runs.
 """
 
 from __future__ import annotations

@@ -173,7 +173,10 @@ def render_html(comp: Comparison) -> str:
             f'<figure><img src="images/{html.escape(s.name)}/{g}.png" alt="{g}" '
             f'width="{min(2 * shown.grids[g].shape[1], 640)}"><figcaption>{CAPTIONS[g]}'
             "</figcaption></figure>" for g in GRIDS if g in shown.grids)
-        sections.append(f'<h3 id="{s.name}">{html.escape(s.name)}</h3><p>seeds '
+        train, block = shown.config.get("train", {}), shown.config.get("block", {})
+        setting = f"lr {train.get('lr')}" + (f", w0_initial {block['w0_initial']}"
+                                             if block.get("w0_initial") is not None else "")
+        sections.append(f'<h3 id="{s.name}">{html.escape(s.name)}</h3><p>{setting}; seeds '
                         f"{', '.join(str(r.seed) for r in s.runs)}; grids of seed {shown.seed}, "
                         f"run dir <code>{html.escape(str(shown.run_dir))}</code></p>"
                         f'<div class="figs">{figs}<figure>{_svg_loss(shown.curve)}'

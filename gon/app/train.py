@@ -137,6 +137,9 @@ class _Job:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.step, self.best, self.last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
             self.history, self.val_curve = ckpt.get("history", []), ckpt.get("val_curve", [])
+            # a run extended to more steps keeps only the points of its new curve (a resumed
+            # run's curve is the uninterrupted one's)
+            self.val_curve = [r for r in self.val_curve if r["step"] in self.curve_steps()]
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
         try:  # a path that does not fit the model (affine with dropout, compiled autograd)
@@ -211,7 +214,8 @@ class _Job:
             pending += [losses["loss_inner"], losses["loss_outer"]]  # no kernel launch per step
             bar.update(1)
             end = step == t.max_steps
-            if end or not (step % t.log_every and step % t.eval_every and step % t.ckpt_every):
+            if end or step in curve or not (step % t.log_every and step % t.eval_every
+                                            and step % t.ckpt_every):  # losses checked first
                 self.last_train = _mean_losses(pending, step, t.lr)
                 self.history.append({"step": step, **self.last_train})
                 speed = (step - tic_step) * t.batch_size / (time.perf_counter() - tic)

@@ -216,15 +216,21 @@ def prepare(
         return target
     # one preparer at a time (the jobs of a sweep all call this on first use); under the lock
     # the temporary dirs of a killed preparer can be removed safely
-    with file_lock(target.parent / f".{name}.lock"):
-        for old in _leftovers(target):
-            shutil.rmtree(old, ignore_errors=True)
-            log.info("%s: removed %s, left by an interrupted preparation", name, old.name)
-        if _finished(target, params) is None:
-            _build(name, raw_root, target, params, src if name == "image_folder" else None,
-                   size)
-        else:
-            log.info("%s: %s is up to date", name, target)
+    made_root = not target.parent.exists()
+    try:
+        with file_lock(target.parent / f".{name}.lock"):
+            for old in _leftovers(target):
+                shutil.rmtree(old, ignore_errors=True)
+                log.info("%s: removed %s, left by an interrupted preparation", name, old.name)
+            if _finished(target, params) is None:
+                _build(name, raw_root, target, params, src if name == "image_folder" else None,
+                       size)
+            else:
+                log.info("%s: %s is up to date", name, target)
+    except BaseException:
+        if made_root and not any(target.parent.iterdir()):  # a failure leaves no trace
+            target.parent.rmdir()
+        raise
     return target
 
 

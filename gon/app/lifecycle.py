@@ -102,21 +102,35 @@ def run_dir_holder(run_dir: Path) -> int | None:
 
 @contextmanager
 def file_lock(path: Path, timeout_s: float = 600.0) -> Iterator[None]:
-    """An exclusive lock on `path` (created if needed) for a short critical section."""
+    """An exclusive lock on `path` for a short critical section. The file exists only while
+    it is held: the holder removes it before letting go, and a waiter that got the lock of a
+    removed file tries again with the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"{path} stayed locked for {timeout_s:.0f} s") from None
+                    time.sleep(0.05)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{path} stayed locked for {timeout_s:.0f} s") from None
-                time.sleep(0.05)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break  # the lock of the file that is still there
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
         yield
     finally:
+        path.unlink(missing_ok=True)
         os.close(fd)
 
 

@@ -195,7 +195,8 @@ def test_a_killed_dvc_repro_takes_the_sweep_along(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     _copy_repo(repo)
     params = json.loads(json.dumps(TINY_PARAMS))
-    params["sweep"].update(max_steps=600, overrides=TINY_SWEEP + " train.ckpt_every=5")
+    # trials far too long to end by themselves while the test waits
+    params["sweep"].update(max_steps=20000, overrides=TINY_SWEEP + " train.ckpt_every=5")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = subprocess_env(tmp_path) | {"DVC_NO_ANALYTICS": "1", "PATH": path}

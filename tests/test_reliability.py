@@ -43,7 +43,7 @@ from gon.app.data import DatasetError, prepare
 from gon.app.faults import describe
 from gon.app.lifecycle import RUN_LOCK, RunDirBusy, hold_run_dir
 from gon.app.metrics import image_metrics
-from gon.app.train import train
+from gon.app.train import train, unknown_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 LONG = ("train.max_steps=600", "train.ckpt_every=5", "train.eval_every=600")  # killable runs
@@ -119,6 +119,14 @@ def test_unknown_hparams_search_is_one_line(tmp_path: Path, data_dir: Path) -> N
               tmp_path, ok=False)
     _one_line_error(out, "unknown hparams_search=variant; valid names: tpe, variants")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("argv", "bad"), [
+    (["hparams_search=variant"], "variant"), (["-m", "hparams_search=tpe,x"], "x"),
+    (["hparams_search=variants"], None), (["hparams_search=null"], None), (["seed=1"], None)])
+def test_unknown_hparams_search_is_caught_before_hydra(argv: list[str], bad: str | None):
+    msg = unknown_search(argv)
+    assert msg == (bad and f"unknown hparams_search={bad}; valid names: tpe, variants")
 
 
 def test_unknown_hparams_search_does_not_compose() -> None:

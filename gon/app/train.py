@@ -327,8 +327,9 @@ def unknown_search(argv: list[str]) -> str | None:
     names = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
     for a in argv:
         key, _, value = a.partition("=")
-        if key.lstrip("+~") == "hparams_search" and value not in ("null", *names):
-            return f"unknown hparams_search={value}; valid names: {', '.join(names)}"
+        for v in value.split(",") if key.lstrip("+~") == "hparams_search" else []:
+            if v not in ("null", *names):  # a comma: a list of them in a plain multirun
+                return f"unknown hparams_search={v}; valid names: {', '.join(names)}"
     return None
 
 

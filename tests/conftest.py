@@ -1,5 +1,5 @@
-"""Shared fixtures: composed tiny training configs, a prepared digits data dir, offline W&B.
-Helper functions live in helpers.py."""
+"""Shared fixtures: composed tiny training configs, a prepared digits data dir, offline W&B, a
+throwaway PostgreSQL server. Helper functions live in helpers.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import TINY, compose_config, subprocess_env
+from helpers import TINY, compose_config, postgres_bindir, postgres_cluster, subprocess_env
 from omegaconf import DictConfig
 
 from gon.app.data import prepare
@@ -68,3 +68,15 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         if key.startswith("WANDB_"):
             monkeypatch.setenv(key, value)
     yield tmp_path
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 at a free port, with a database `gon` and a
+    password: its URL. The server is stopped (and its files removed) however the tests end.
+    Skipped only when the server binaries are absent."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql")
+    with postgres_cluster(bindir) as url:
+        yield url

@@ -1,5 +1,6 @@
 """Helpers shared by the tests: config composition, the one model factory, CLI runners, the
-W&B environment, and SIGKILL after a checkpoint. Fixtures live in conftest.py.
+W&B environment, SIGKILL after a checkpoint, process trees, a throwaway PostgreSQL cluster.
+Fixtures live in conftest.py.
 """
 
 from __future__ import annotations
@@ -7,11 +8,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -136,3 +142,119 @@ def browse(page: Path, out: Path, width: int = 1400, height: int = 2400) -> tupl
     subprocess.run([*common, f"--screenshot={out}", url], capture_output=True, timeout=120,
                    check=True)
     return dom, out
+
+
+def wait_for(condition, timeout: float = 300, what: str = "condition") -> None:
+    """Poll `condition()` until it is true (assert it within `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> set[int]:
+    """The live descendants of process `pid` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # a zombie has exited
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def postgres_bindir() -> Path | None:
+    """The folder of PostgreSQL's server binaries (pg_config --bindir, or initdb on PATH)."""
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout
+        if out.strip() and (Path(out.strip()) / "initdb").exists():
+            return Path(out.strip())
+    except OSError:
+        pass
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+@contextmanager
+def postgres_cluster(bindir: Path, password: str = "s3cret") -> Iterator[str]:
+    """Start a throwaway cluster (as the `postgres` user when run as root: the server refuses
+    root) on 127.0.0.1 at a free port; yield postgresql://postgres:<password>@host:port/gon."""
+    base = Path(tempfile.mkdtemp(prefix="gon-pg-"))  # not under pytest's 0700 tmp dirs
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    (base / "pw").write_text(password + "\n")
+    if as_user:
+        shutil.chown(base / "pw", "postgres")
+    port, data = free_port(), base / "data"
+
+    def pg(*argv: str) -> None:
+        proc = subprocess.run([*as_user, *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{argv[0]} failed:\n{proc.stdout}{proc.stderr}"
+
+    try:
+        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
+           "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={base / 'pw'}")
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
+           "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start")
+        pg(str(bindir / "createdb"), "-h", str(base), "-p", str(port), "-U", "postgres", "gon")
+        yield f"postgresql://postgres:{password}@127.0.0.1:{port}/gon"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _mount(*argv: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", *argv], capture_output=True).returncode == 0
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """`path` as a read-only bind mount for the block (root only; else the test is skipped):
+    a read-only file system stops root too, which file modes do not."""
+    if not (_mount("--bind", str(path), str(path))):
+        pytest.skip("needs root and mount(8) for a read-only bind mount")
+    try:
+        assert _mount("-o", "remount,ro,bind", str(path)), "remount read-only failed"
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "4m") mounted at `path` for the block (root only; else skip)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)):
+        pytest.skip("needs root and mount(8) for a small tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

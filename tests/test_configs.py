@@ -72,7 +72,7 @@ def test_defaults_and_reserved_sweep_slot() -> None:
     assert (cfg.dataset.name, cfg.block.name, cfg.optimized_metric) == ("digits", "siren",
                                                                         "val/psnr")
     defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
-    assert {"optional hparams_search": None} in defaults
+    assert {"hparams_search": None} in defaults  # not optional: a misspelt name is an error
 
 
 def test_hydra_dirs_and_sweeper() -> None:

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,8 @@ def test_find_runs_in_numeric_order(tmp_path: Path) -> None:
 
 
 def test_every_run_scored(variants: list) -> None:
-    assert [v.name for v in variants] == ["none-siren-bce-sum", "nerf-modulated-mse-mean",
+    # by variant name, then seed: not by trial number, which a resumed sweep assigns otherwise
+    assert [v.name for v in variants] == ["nerf-modulated-mse-mean", "none-siren-bce-sum",
                                           "none-siren-bce-sum"]
     assert [v.seed for v in variants] == [0, 0, 1]
     for v in variants:
@@ -67,6 +69,16 @@ def test_grids_are_images_not_blank(variants: list) -> None:
         for name, renders in [("samples", v.grids["samples"]),
                               ("superres 4x", v.grids["superres"][2 * 34 + 2 :])]:
             assert renders.std() > 0 and (renders != 128).mean() > 0.3, f"{v.name}/{name}"
+
+
+def test_variant_order_does_not_depend_on_trial_numbers(tiny_sweep: Path, variants: list,
+                                                         tmp_path: Path) -> None:
+    """A resumed sweep numbers its trials differently; the runs' order stays."""
+    swapped = tmp_path / "swapped"
+    for old, new in (("0", "2"), ("1", "0"), ("2", "1")):
+        shutil.copytree(tiny_sweep / old, swapped / new)
+    again = evaluate_sweep(swapped, torch.device("cpu"), probe_images=200, rows=4)
+    assert [(v.name, v.seed) for v in again] == [(v.name, v.seed) for v in variants]
 
 
 @pytest.mark.parametrize("updates", [1, 2])

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, compose_config, subprocess_env
+from helpers import ROOT, alive, children, compose_config, subprocess_env, wait_for
 from PIL import Image
 from wandb_reader import read_run
 
@@ -185,3 +186,31 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     assert "evaluate.grid_rows" in _run([*DVC, "params", "diff"], repo, env)
     with Image.open(repo / "reports" / "images" / "none-siren-bce-sum" / "superres.png") as img:
         assert img.width == 2 * 34 + 2  # 2 columns of 4x renders of 8 px
+
+
+@pytest.mark.slow
+def test_a_killed_dvc_repro_takes_the_sweep_along(tmp_path: Path) -> None:
+    """SIGKILL of `dvc repro` mid-sweep: the sweeper and its workers stop too (parent-death
+    signals), so the next `dvc repro`, which deletes outputs/sweep first, has no writer there."""
+    repo = tmp_path / "repo"
+    _copy_repo(repo)
+    params = json.loads(json.dumps(TINY_PARAMS))
+    # trials far too long to end by themselves while the test waits
+    params["sweep"].update(max_steps=20000, overrides=TINY_SWEEP + " train.ckpt_every=5")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = subprocess_env(tmp_path) | {"DVC_NO_ANALYTICS": "1", "PATH": path}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    _commit(repo, "a copy")
+    dvc = subprocess.Popen([*DVC, "repro", "sweep"], cwd=repo, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for(lambda: (repo / "outputs" / "sweep" / "0" / "checkpoint.pt").exists() or
+             dvc.poll() is not None, timeout=600, what="the sweep's first checkpoint")
+    assert dvc.poll() is None, "dvc repro ended before it could be killed"
+    below = {p for p in children(dvc.pid)  # the sweep's processes (not DVC's own helpers)
+             if b"dvc" not in Path(f"/proc/{p}/cmdline").read_bytes()}
+    assert below
+    os.kill(dvc.pid, signal.SIGKILL)
+    dvc.wait(timeout=60)
+    wait_for(lambda: not any(alive(p) for p in below), timeout=120,
+             what=f"dvc's children {sorted(below)} exiting")

@@ -96,8 +96,9 @@ _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise one ConfigError naming every invalid value, before anything is loaded or trained."""
+def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
+    """Raise one ConfigError naming every invalid value, before anything is loaded or trained
+    (check_device=False: leave `device` to the machine that trains, e.g. a SLURM node)."""
     problems = []
     for key, (ok, need) in list(_RULES.items()) + list(_OPTIONAL_RULES.items()):
         group, _, leaf = key.rpartition(".")
@@ -107,7 +108,8 @@ def validate_config(cfg: DictConfig) -> None:
         if not ok(value):
             problems.append(f"{key}={value!r} (must be {need})")
     try:
-        resolve_device(cfg.device)
+        if check_device:
+            resolve_device(cfg.device)
     except (ValueError, RuntimeError) as e:
         problems.append(str(e))
     if problems:
@@ -124,7 +126,14 @@ def resolve_device(name: str, job_num: int | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device={name!r} (must be auto, cpu, cuda or cuda:<index>)") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={name!r} (must be auto, cpu, cuda, cuda:<index> or, on a Mac, "
+                         "mps)")
+    if device.type == "mps" and not (torch.backends.mps.is_built() and
+                                     torch.backends.mps.is_available()):
+        raise ValueError(f"device={name!r} but MPS (Apple GPUs) is not available here "
+                         "(use device=auto)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here (use device=auto)")
     if device.type == "cuda" and device.index is None:  # like auto, but CUDA or an error

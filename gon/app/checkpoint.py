@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,10 @@ import torch
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be read."""
+
+
+# what save_checkpoint's callers always write (gon.app.train); "history" and "wandb_id" may lack
+REQUIRED = ("model", "optimizer", "step", "rng", "best", "last_train", "config")
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -51,13 +57,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
+        if found:  # a reference to code, which torch's safe loader does not allow
+            raise CheckpointError(
+                f"refused to load {path}: it holds Python objects, not only tensors and plain "
+                f"values (a reference to {found[1]}). gon never writes such a file, and loading"
+                " it could run code, so it stays unloaded; delete it to start over, or pick "
+                "another hydra.run.dir") from None
+        raise CheckpointError(  # not a pickle at all: a damaged file
+            f"cannot read checkpoint {path} (not a checkpoint file, or damaged); delete it to "
+            "start over, or pick another hydra.run.dir") from None
     except Exception as e:
+        msg = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to start over,"
-            " or pick another hydra.run.dir"
+            f"cannot read checkpoint {path} ({msg}); delete it to start over, or pick another"
+            " hydra.run.dir"
         ) from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise CheckpointError(f"{path} is not a gon checkpoint (no 'step' entry)")
+    missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else REQUIRED
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a gon checkpoint (no {', '.join(repr(k) for k in missing)} "
+            "entry); delete it to start over, or pick another hydra.run.dir")
     return state
 
 

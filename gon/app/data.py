@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gon.app.lifecycle import file_lock
+
 log = logging.getLogger(__name__)
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
@@ -137,7 +139,12 @@ def _read_image_folder(source: Path, size: int) -> Arrays:
     mode = "L" if all(img.mode in ("1", "L", "LA", "I", "I;16") for img in images) else "RGB"
     x = np.stack([np.asarray(ImageOps.fit(img.convert(mode), (size, size))) for img in images])
     x = x.reshape(len(x), size, size, -1)  # (N, S, S, 1 or 3)
-    return _seeded_split(x, round(FOLDER_TEST_FRACTION * len(x)))
+    n_test = round(FOLDER_TEST_FRACTION * len(x))
+    if n_test == 0:  # 5 images or fewer: nothing to test on, and evaluation would fail later
+        raise DatasetError(
+            f"image_folder: only {len(x)} image(s) under {source}; at least 6 are needed "
+            f"({FOLDER_TEST_FRACTION:.0%} are held out for testing, at least one)")
+    return _seeded_split(x, n_test)
 
 
 def _sha256(path: Path) -> str:
@@ -204,10 +211,38 @@ def prepare(
     elif source is not None or size is not None:
         msg = "source/size are for image_folder only; resize with load_dataset(image_size=N)"
         raise ValueError(f"{name}: {msg}")
-    if _finished(target, params) is not None:
+    if _finished(target, params) is not None and not _leftovers(target):
         log.info("%s: %s is up to date", name, target)
         return target
+    # one preparer at a time (the jobs of a sweep all call this on first use); under the lock
+    # the temporary dirs of a killed preparer can be removed safely
+    made_root = not target.parent.exists()
+    try:
+        with file_lock(target.parent / f".{name}.lock"):
+            for old in _leftovers(target):
+                shutil.rmtree(old, ignore_errors=True)
+                log.info("%s: removed %s, left by an interrupted preparation", name, old.name)
+            if _finished(target, params) is None:
+                _build(name, raw_root, target, params, src if name == "image_folder" else None,
+                       size)
+            else:
+                log.info("%s: %s is up to date", name, target)
+    except BaseException:
+        if made_root and not any(target.parent.iterdir()):  # a failure leaves no trace
+            target.parent.rmdir()
+        raise
+    return target
 
+
+def _leftovers(target: Path) -> list[Path]:
+    """Temporary dirs of _write_artefact that a killed process left beside `target`."""
+    if not target.parent.is_dir():
+        return []
+    return sorted(target.parent.glob(f".{target.name}.tmp-*"))
+
+
+def _build(name: str, raw_root: Path, target: Path, params: dict, src: Path | None,
+           size: int | None) -> None:
     if name == "digits":
         arrays, origin = _read_digits(), "sklearn.datasets.load_digits, seeded split"
     elif name == "image_folder":
@@ -220,7 +255,6 @@ def prepare(
     meta |= {"splits": {"train": len(x_train), "test": len(x_test)}, "labels": "y_train" in arrays}
     _write_artefact(target, arrays, meta)
     log.info("%s: wrote %s (%s)", name, target, json.dumps(meta["splits"]))
-    return target
 
 
 def load_dataset(

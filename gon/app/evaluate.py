@@ -3,6 +3,12 @@
 Usage:
     python -m gon.evaluate outputs/sweep reports            # the DVC `evaluate` stage
     python -m gon.evaluate outputs/sweep reports --probe-images 10000 --rows 8 --no-wandb
+    python -m gon.evaluate outputs/sweep reports --partial  # score an unfinished sweep anyway
+
+An incomplete sweep (trials failed, unfinished or not started, run dirs missing: see
+gon.app.completeness) is refused with the list of those trials and the command that resumes it;
+--partial scores what is there and marks the report partial ("complete": false in metrics.json,
+a banner in index.html, the W&B summary run), listing the failed trials with their errors.
 
 For each run dir under <sweep_dir> (a checkpoint.pt holding the resolved config): MSE, PSNR,
 SSIM and BCE of the test-split reconstructions, the accuracy of a linear probe on the latents
@@ -18,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -29,9 +34,11 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
 from gon import GON, make_grid, slerp
+from gon.app import completeness
 from gon.app.builders import build_model, resolve_device
-from gon.app.checkpoint import load_checkpoint
+from gon.app.checkpoint import CheckpointError, load_checkpoint
 from gon.app.data import load_splits
+from gon.app.faults import run_cli
 from gon.app.metrics import image_grid, image_metrics, render, sample_latents
 from gon.app.report import log_wandb, write_report
 from gon.app.variants import Variant, run_name, variant_name
@@ -168,7 +175,9 @@ def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 50
         log.info("%s (%s): %s%s", run_name(v.config), run_dir, " ".join(
             f"{k}={x:.4g}" for k, x in v.metrics.items()), f"  NON-FINITE: {bad}" if bad else "")
         variants.append(v)
-    return variants
+    # by name, not by trial number: the numbers a variant gets differ between a sweep that ran
+    # through and one that was resumed, and the report's order must not
+    return sorted(variants, key=lambda v: (v.name, v.seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,26 +194,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of torch, BLAS and OpenMP (default 1: these small "
                              "models and the probe run fastest on one; 0: the libraries' own)")
+    parser.add_argument("--partial", action="store_true",
+                        help="score an incomplete sweep too; the report says it is partial")
+    parser.add_argument("--storage", default=None,
+                        help="the study's storage URL, if study.json keeps it masked")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # so autograd's cuBLAS calls find this GPU's context
     try:
+        status = completeness.sweep_status(args.sweep_dir, args.storage)
+        if status is not None and not status.complete and not args.partial:
+            log.error("%s", completeness.refusal(status, args.reports_dir))
+            return 2
         with threadpool_limits(args.threads or None):
             variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, CheckpointError) as e:
         log.error("%s", e)
         return 1
+    partial = completeness.report_fields(status)
     comp = write_report(variants, args.reports_dir)
-    log.info("best variant: %s (%d seeds); report: %s", comp.best.name, len(comp.best.runs),
-             args.reports_dir / "index.html")
+    completeness.mark_partial(args.reports_dir, partial)
+    log.info("best variant: %s (%d seeds); report: %s%s", comp.best.name, len(comp.best.runs),
+             args.reports_dir / "index.html",
+             f" (PARTIAL: {completeness.describe(status)})" if partial else "")
     (args.reports_dir / "wandb").mkdir(exist_ok=True)  # a DVC out, even without W&B runs
     if not args.no_wandb:
-        log_wandb(comp, args.reports_dir, group_default=args.sweep_dir.name)
+        log_wandb(comp, args.reports_dir, group_default=args.sweep_dir.name, extra=partial)
     return 0
 
 
 def cli() -> None:
-    """Console script `gon-evaluate`."""
-    sys.exit(main())
+    """Console script `gon-evaluate`: one line for every fault, exit 130 on Ctrl-C."""
+    run_cli(main)

@@ -20,6 +20,18 @@ from gon import GON, fit_gaussian
 # metric name -> True if higher is better; the objectives that `optimized_metric` may name
 HIGHER_IS_BETTER = {"val/mse": False, "val/psnr": True, "val/ssim": True, "val/bce": False}
 SAMPLE_SEED = 1234  # fixed noise, so sample grids of successive evaluations are comparable
+SSIM_SIGMA = 1.5  # torchmetrics' Gaussian SSIM window: sigma 1.5, 11 px (pads 5 px each side)
+
+
+def ssim_sigma(side: int) -> float:
+    """The SSIM window's sigma for images whose shorter side is `side` px: torchmetrics' 1.5
+    (an 11 px window, which its reflection padding allows from 6 px up); below that, the sigma
+    whose window is the largest odd size that fits (1 px on 2 px images, 3 px on 3-4, 5 px on 5).
+    torchmetrics sizes a Gaussian window 2 * int(3.5 sigma + 0.5) + 1 and ignores kernel_size."""
+    if side >= 6:
+        return SSIM_SIGMA
+    window = side if side % 2 else side - 1
+    return (window - 1) / 7 + 0.01  # 2 * int(3.5 sigma + 0.5) + 1 == window
 
 
 def is_better(metric: str, new: float, old: float | None) -> bool:
@@ -39,14 +51,12 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor) -> dict[str, float]
     )
 
     x, y = recon.permute(0, 3, 1, 2).float(), target.permute(0, 3, 1, 2).float()
-    side = min(x.shape[-2:])
-    kernel = min(11, side if side % 2 else side - 1)  # SSIM's window must fit the image
     eps = 1e-6
     return {
         "val/mse": F.mse_loss(x, y).item(),
         "val/psnr": peak_signal_noise_ratio(x, y, data_range=1.0, dim=(1, 2, 3)).item(),
         "val/ssim": structural_similarity_index_measure(
-            x, y, data_range=1.0, kernel_size=kernel
+            x, y, data_range=1.0, sigma=ssim_sigma(min(x.shape[-2:]))
         ).item(),
         "val/bce": F.binary_cross_entropy(x.clamp(eps, 1 - eps), y).item(),
     }

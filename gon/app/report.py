@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from gon.app.compare import METRICS, Comparison, VariantSummary, compare
 from gon.app.metrics import save_png
 from gon.app.report_html import CAPTIONS, GRIDS, render_html
+from gon.app.tracking import init_run
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,13 @@ def summary_columns() -> list[str]:
             *GRIDS]
 
 
-def log_wandb(comp: Comparison, reports_dir: Path, group_default: str) -> None:
+def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
+              extra: dict | None = None) -> None:
     """One eval run per variant (its seeds' intervals, the first seed's grids) and a summary run
     (a table with mean, sd and interval per variant, a PSNR bar chart, the validation curves),
-    in the trials' project and group; offline unless WANDB_MODE says otherwise."""
+    in the trials' project and group; offline unless WANDB_MODE says otherwise. `extra` (a
+    partial sweep's {"complete": false, "failed_trials": ...}, gon.app.completeness) goes into
+    the summary run's config and summary, its failed trials also as a table."""
     config0 = comp.best.runs[0].config
     wcfg = (config0.get("logger") or {}).get("wandb")
     if not wcfg:
@@ -110,14 +114,15 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str) -> None:
     import wandb
 
     common = {"project": wcfg["project"], "mode": mode, "dir": str(reports_dir),
-              "group": wcfg.get("group") or group_default, "reinit": "finish_previous"}
+              "group": wcfg.get("group") or group_default, "reinit": "finish_previous",
+              "init_timeout": wcfg.get("init_timeout")}
     table = wandb.Table(columns=summary_columns())
     for s in comp.variants:
         shown = s.shown
         tags = variant_tags(OmegaConf.create(shown.config))
         config = {**shown.config, "variant": s.name, "seeds": [r.seed for r in s.runs]}
         flat = {f"test/{m}/{k}": v for m, iv in s.stats.items() for k, v in iv.items()}
-        with wandb.init(job_type="eval", name=s.name, tags=tags, config=config, **common) as run:
+        with init_run(job_type="eval", name=s.name, tags=tags, config=config, **common) as run:
             images = {g: wandb.Image(a, caption=CAPTIONS[g]) for g, a in shown.grids.items()}
             run.log({**{k: v for k, v in flat.items() if v is not None}, **images})
             run.summary.update({**flat, "place": s.rank.place})
@@ -128,9 +133,10 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str) -> None:
     curves = wandb.Table(columns=CURVE_COLUMNS, data=[[r[c] for c in CURVE_COLUMNS]
                                                       for r in comp.curves])
     config = {"variants": [s.name for s in comp.variants], "best": comp.best.name,
-              "objective": comp.metric, "seeds": comp.seeds}
+              "objective": comp.metric, "seeds": comp.seeds, **(extra or {})}
     m = comp.metric
-    with wandb.init(job_type="summary", name="summary", config=config, **common) as run:
+    with init_run(job_type="summary", name="partial summary" if extra else "summary",
+                  config=config, **common) as run:
         logged: dict[str, Any] = {"variants": table, "val_curves": curves,
                                   f"{m}_by_variant": wandb.plot.bar(
                                       table, "variant", f"{m}/mean",
@@ -142,6 +148,10 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str) -> None:
             logged["val_psnr_curves"] = wandb.plot.line_series(
                 xs=steps, ys=[[by[n].get(x) for x in steps] for n in by], keys=list(by),
                 title="validation PSNR (mean over seeds) by step", xname="step")
+        if extra:
+            logged["failed_trials"] = wandb.Table(columns=["trial", "params", "error"], data=[
+                [r["trial"], json.dumps(r["params"]), r["error"]] for r in extra["failed_trials"]])
+            run.summary.update({"complete": False, **extra["trials"]})
         run.log(logged)
         run.summary.update({"best": comp.best.name, **{
             f"best/{k}/mean": iv["mean"] for k, iv in comp.best.stats.items()}})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gon.app.checkpoint import save_json
 from gon.app.metrics import HIGHER_IS_BETTER
-from gon.app.sweep_trials import DIR, ERROR, INTERRUPTED, failures
+from gon.app.studies import journal_path, open_storage
+from gon.app.sweep_trials import DIR, ERROR, INTERRUPTED, failures, superseded
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ RECORD = "study.json"  # in the sweep dir: the study's name and storage, written
 DEFAULT_DB = "optuna.db"  # the sqlite file in the sweep dir when no storage URL is given
 SUMMARY = "summary.json"
 FINGERPRINT = "sweep:fingerprint"  # study user attribute: what its trials were run with
+N_TRIALS = "sweep:n_trials"  # study user attribute: the budget of its latest run
 
 
 class SweepError(RuntimeError):
@@ -46,8 +50,9 @@ def mask_url(url: str) -> str:
         return url
 
 
-def default_study_name(search: str, dataset: str, storage: str) -> str:
-    """gon-<search>-<dataset>-<YYYYmmdd-HHMMSS>, with -2, -3, ... if the storage has it already."""
+def default_study_name(search: str, dataset: str, storage: Any) -> str:
+    """gon-<search>-<dataset>-<YYYYmmdd-HHMMSS>, with -2, -3, ... if the storage has it already
+    (`storage`: a URL or an Optuna storage)."""
     base = f"gon-{search}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     taken = set(optuna.study.get_all_study_names(storage))
     name, i = base, 1
@@ -62,6 +67,8 @@ def resolve_storage(sweep_dir: Path, storage: str | None) -> str:
     if storage:
         if storage.startswith("sqlite:///"):
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if (path := journal_path(storage)) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         return storage
     sweep_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(sweep_dir / DEFAULT_DB).resolve()}"
@@ -85,11 +92,24 @@ def recorded_study(sweep_dir: Path, study_name: str | None, storage: str | None)
     return record["study_name"]
 
 
-def record_study(sweep_dir: Path, study_name: str, storage: str | None) -> None:
-    """Write the sweep dir's record (after the study was created, so a bad URL leaves none)."""
+def record_study(sweep_dir: Path, study_name: str, storage: str | None,
+                 command: str | None = None) -> None:
+    """Write the sweep dir's record (after the study was created, so a bad URL leaves none):
+    the study's name and storage, and the command that resumes it (passwords masked)."""
     record = {"study_name": study_name, "storage": mask_url(storage) if storage else None}
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    if command:
+        record["command"] = command
+    save_json(sweep_dir / RECORD, record)  # atomic: readers never see half a record
+
+
+def resume_command(argv: list[str]) -> str:
+    """`python -m gon.train <argv>` as a shell line, storage passwords masked."""
+    args = [f"{a.split('=', 1)[0]}={mask_url(a.split('=', 1)[1])}"
+            if a.split("=", 1)[0].endswith("hydra.sweeper.storage") else a
+            for a in argv if a not in ("--multirun", "-m")]
+    if not any(a.split("=", 1)[0] == "hparams_search" for a in args):
+        args.insert(0, "-m")
+    return shlex.join(["python", "-m", "gon.train", *args])
 
 
 def check_direction(metric: str | None, directions: list[str]) -> None:
@@ -179,8 +199,10 @@ def summarize(study: optuna.Study, sweep_dir: Path, n_trials: int,
     and one row per trial."""
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
+    retried = superseded(study)
     for t in trials:
-        key = "INTERRUPTED" if t.user_attrs.get(INTERRUPTED) else t.state.name
+        key = "INTERRUPTED" if t.user_attrs.get(INTERRUPTED) else \
+            "RETRIED" if t.number in retried else t.state.name
         states[key] = states.get(key, 0) + 1
     summary: dict[str, Any] = {
         "study_name": study.study_name, "storage": mask_url(storage) if storage else None,
@@ -249,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
               "pass the full URL: python -m gon.sweep SWEEP_DIR STORAGE_URL", file=sys.stderr)
         return 1
     study = optuna.load_study(study_name=record["study_name"],
-                              storage=resolve_storage(sweep_dir, storage))
+                              storage=open_storage(resolve_storage(sweep_dir, storage)))
     old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}
-    print(format_summary(summarize(study, sweep_dir, old.get("n_trials", len(study.trials)),
-                                   storage)))
+    n_trials = study.user_attrs.get(N_TRIALS) or old.get("n_trials", len(study.trials))
+    print(format_summary(summarize(study, sweep_dir, n_trials, storage)))
     return 0
 
 

@@ -7,6 +7,7 @@ Usage:
     with heartbeat([trial], every_s=30): ...  # while it runs
     recover_stale(study, stale_after_s=300)   # FAIL + re-queue trials a dead sweeper left RUNNING
     finished, running = budget(study)
+    retry_failed(study)                       # on resume with hydra.sweeper.retry_failed=true
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 # trial user attributes owned here (":" cannot occur in a Hydra override key)
 OWNER, BEAT, DIR = "sweep:owner", "sweep:heartbeat", "sweep:dir"
 ERROR, INTERRUPTED = "sweep:error", "sweep:interrupted"
+RETRY_OF = "retry_of"  # system attribute of a failed trial's re-queued copy: the failed number
 HOST = socket.gethostname()
 MAX_RETRIES = 3  # an interrupted trial is re-run at most this often, then counts as failed
 
@@ -99,22 +102,54 @@ def recover_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
     return [t.number for t in stale]
 
 
+def superseded(study: optuna.Study) -> set[int]:
+    """Numbers of the failed trials that retry_failed re-queued (their copies count instead)."""
+    return {int(t.system_attrs[RETRY_OF]) for t in study.get_trials(deepcopy=False)
+            if RETRY_OF in t.system_attrs}
+
+
 def budget(study: optuna.Study) -> tuple[int, int]:
     """(finished, running) trials counted against n_trials: an interrupted trial does not count
-    (its re-queued copy does), a trial whose job failed does (it is not retried)."""
+    (its re-queued copy does), nor does a retried failed one; a failed trial does."""
     finished = running = 0
+    retried = superseded(study)
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.RUNNING:
             running += 1
-        elif t.state.is_finished() and not t.user_attrs.get(INTERRUPTED):
+        elif t.state.is_finished() and not t.user_attrs.get(INTERRUPTED) and \
+                t.number not in retried:
             finished += 1
     return finished, running
 
 
 def failures(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials whose job failed (not the interrupted ones)."""
+    """Trials whose job failed (not the interrupted ones, nor those retried since)."""
+    retried = superseded(study)
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if not t.user_attrs.get(INTERRUPTED)]
+            if not t.user_attrs.get(INTERRUPTED) and t.number not in retried]
+
+
+def retry_failed(study: optuna.Study, sweep_dir: Path | None = None) -> list[int]:
+    """Queue a copy of every failed trial (same parameters and run dir, so its job resumes from
+    its checkpoint): `hydra.sweeper.retry_failed=true`, for failures that were transient (a
+    network outage, a full disk). With `sweep_dir`, also of every finished trial whose run dir
+    lost its metrics.json (deleted). The re-queued trials' numbers."""
+    failed = failures(study)
+    if sweep_dir is not None:
+        retried = superseded(study)
+        failed += [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.number not in retried and not (
+                       sweep_dir / str(t.user_attrs.get(DIR, t.number)) / "metrics.json").exists()]
+    for t in failed:
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in (OWNER, BEAT, ERROR)}
+        system = {k: v for k, v in t.system_attrs.items() if k != "fixed_params"}
+        system[RETRY_OF] = t.number
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=t.params, distributions=t.distributions,
+            user_attrs=attrs, system_attrs=system))
+    if failed:
+        log.info("retrying %d trial(s): %s", len(failed), [t.number for t in failed])
+    return [t.number for t in failed]
 
 
 @contextmanager

@@ -1,5 +1,8 @@
 """W&B tracking for a training job: imported lazily, offline unless WANDB_MODE says otherwise,
 always finished (with exit code 1 if the job failed). `logger=none` makes every call a no-op.
+An online start that does not reach the server within logger.wandb.init_timeout seconds falls
+back to offline logging (one warning line; `wandb sync` uploads it later), so no trial is lost
+to the network.
 
 Usage:
     with tracking(cfg, run_id=None) as tracker:
@@ -9,6 +12,7 @@ Usage:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +22,33 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from gon.app.faults import one_line
 from gon.app.metrics import HIGHER_IS_BETTER
 from gon.app.variants import SEED, run_name, variant_name, variant_tags
+
+log = logging.getLogger(__name__)
+INIT_TIMEOUT_S = 30.0  # W&B's own default is 90 s, per run
+_offline_since: list[str] = []  # the error that made this process fall back to offline
+
+
+def init_run(init_timeout: float | None = None, **kwargs: Any) -> Any:
+    """wandb.init(**kwargs), its start-up wait bounded by `init_timeout` seconds; if an online
+    start fails (no network, a bad key, a W&B outage), one warning line and an offline run
+    instead, and offline for the rest of this process."""
+    import wandb
+
+    timeout = INIT_TIMEOUT_S if init_timeout is None else float(init_timeout)
+    mode = kwargs.get("mode") or os.environ.get("WANDB_MODE", "online")
+    if mode != "online" or _offline_since:
+        return wandb.init(**{**kwargs, "mode": "offline" if _offline_since else mode})
+    try:
+        return wandb.init(**kwargs, settings=wandb.Settings(init_timeout=timeout))
+    except Exception as e:  # wandb.errors.CommError, UsageError (bad key), ...
+        _offline_since.append(one_line(e, 200))
+        log.warning("W&B could not start online within %.0f s (%s); logging offline instead "
+                    "(sync later: wandb sync <dir>/wandb/offline-run-*)", timeout,
+                    _offline_since[0])
+        return wandb.init(**{**kwargs, "mode": "offline"})
 
 
 def _hydra_job() -> tuple[str | None, str | None]:
@@ -74,13 +103,12 @@ def start_run(cfg: DictConfig, run_id: str | None = None) -> Tracker:
     # Only WANDB_MODE in the environment stops wandb's start-up network probe (stack.md, 4);
     # an explicit mode= beats the variable, so both carry the resolved value.
     os.environ.setdefault("WANDB_MODE", wcfg.mode)
-    import wandb
-
     _, sweep = _hydra_job()
     out_dir = Path(wcfg.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    run = wandb.init(
+    run = init_run(
+        init_timeout=wcfg.get("init_timeout"),
         project=wcfg.project,
         mode=wcfg.mode,
         dir=str(out_dir),

@@ -41,6 +41,8 @@ from gon.app.checkpoint import (
     set_rng_state,
 )
 from gon.app.data import DatasetError
+from gon.app.faults import Fault, describe, run_cli
+from gon.app.lifecycle import RunDirBusy, bind_to_sweeper, hold_run_dir
 from gon.app.metrics import evaluate, is_better, save_png
 from gon.app.tracking import Tracker, tracking
 from gon.app.variants import RUN_AXES, variant_tags
@@ -52,6 +54,11 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # a checkpoint resumes only a run with the same values here (other keys may change between calls)
 RESUME_KEYS = ("seed", *RUN_AXES, "model", "train.batch_size", "train.lr")
+# a job of a sweep waits this long for another process to let go of its run dir (a trial
+# re-queued after its sweeper died, while the old job is still winding down); a single run
+# refuses at once
+LOCK_WAIT_S = 600.0
+EXPECTED = (ConfigError, CheckpointError, DatasetError, RunDirBusy, Fault)
 
 
 class DivergenceError(RuntimeError):
@@ -84,8 +91,16 @@ def _changed_keys(old: dict, new: dict) -> list[str]:
 
 
 def _finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> float | None:
-    """The stored objective if the checkpoint's run is complete, else None."""
-    done = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    """The stored objective if the checkpoint's run is complete, else None (a metrics.json
+    that cannot be read is recomputed from the checkpoint)."""
+    try:
+        done = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        if not isinstance(done, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        log.warning("%s is unreadable (%s); recomputing it from the checkpoint", metrics_path,
+                    " ".join(str(e).split())[:200])
+        return None
     step, metric = ckpt["step"], cfg.optimized_metric
     if done.get("step") == step >= cfg.train.max_steps and metric in done:
         log.info("finished at step %d: %s=%.4f", step, metric, done[metric])
@@ -236,11 +251,28 @@ class _Job:
         return metrics
 
 
+def _clean_leftovers(run_dir: Path) -> None:
+    """Remove the temporary files of atomic writes that a killed process left (.checkpoint.pt.
+    *.tmp, ...); called with the run dir's lock held, so none of them is being written."""
+    for tmp in run_dir.glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted write", tmp.name)
+
+
 def train(cfg: DictConfig) -> float:
-    """Run (or resume, or skip if finished) one training job; return cfg.optimized_metric."""
+    """Run (or resume, or skip if finished) one training job; return cfg.optimized_metric.
+    One process at a time trains a run dir (lifecycle.hold_run_dir)."""
     validate_config(cfg)
-    run_dir, metric = Path(cfg.paths.output_dir), cfg.optimized_metric
+    run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with hold_run_dir(run_dir, wait_s=0.0 if _multirun_job() is None else LOCK_WAIT_S):
+        _clean_leftovers(run_dir)
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> float:
+    metric = cfg.optimized_metric
     ckpt = load_checkpoint(run_dir / "checkpoint.pt") if cfg.train.resume else None
     if ckpt is not None:
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -265,13 +297,18 @@ def train(cfg: DictConfig) -> float:
 @hydra.main(config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: the objective for sweepers, or one clear error line and exit 1."""
+    bind_to_sweeper()  # a job process that a sweeper started dies with it
     try:
         return train(cfg)
-    except (ConfigError, CheckpointError, DatasetError, DivergenceError) as e:
-        log.error("%s", e)
+    except Exception as e:
+        msg = describe(e, (*EXPECTED, DivergenceError))
+        if msg is None:
+            raise  # a bug: keep the traceback
+        log.error("%s", msg)
         if _multirun_job() is None:
             sys.exit(1)
-        raise  # in a multirun the job is recorded as failed and the sweep carries on
+        # in a multirun the job is recorded as failed (with this line) and the sweep goes on
+        raise e if isinstance(e, (*EXPECTED, DivergenceError)) else Fault(msg) from e
 
 
 def starts_sweep(argv: list[str]) -> bool:
@@ -284,8 +321,24 @@ def starts_sweep(argv: list[str]) -> bool:
         and not any(a.startswith("-") for a in argv)
 
 
+def unknown_search(argv: list[str]) -> str | None:
+    """The error for `hparams_search=<name>` naming no overlay in conf/hparams_search/, else
+    None (Hydra would report it too, over several lines)."""
+    names = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+    for a in argv:
+        key, _, value = a.partition("=")
+        for v in value.split(",") if key.lstrip("+~") == "hparams_search" else []:
+            if v not in ("null", *names):  # a comma: a list of them in a plain multirun
+                return f"unknown hparams_search={v}; valid names: {', '.join(names)}"
+    return None
+
+
 def cli() -> None:
-    """`python -m gon.train` and the console script `gon-train`."""
+    """`python -m gon.train` and the console script `gon-train`: one line for every fault,
+    exit 130 on Ctrl-C (gon.app.faults.run_cli)."""
+    if msg := unknown_search(sys.argv[1:]):
+        sys.stderr.write(f"error: {msg}\n")
+        sys.exit(1)
     if starts_sweep(sys.argv[1:]):
         sys.argv.insert(1, "--multirun")
-    main()
+    run_cli(main, expected=(*EXPECTED, DivergenceError))

@@ -1,8 +1,10 @@
 """The gon_optuna sweep loop (imported lazily by gon_sweeper.py: it imports optuna and torch).
 
-Each round: re-queue trials a dead sweeper left RUNNING, count the study's finished trials
-against n_trials, ask for at most n_jobs more, launch them (trial number = job number = run
-subdir), tell the results, record failures; at the end write the summary.
+Each round, under the study's lock (gon.app.studies.study_lock, so that several sweepers can
+share one study): re-queue trials a dead sweeper left RUNNING, count the study's finished
+trials against n_trials, ask for at most n_jobs more and claim them. Then, without the lock,
+launch them (trial number = job number = run subdir), tell the results, record failures; at
+the end write the summary.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
+from gon.app import studies
 from gon.app import sweep as sw
 from gon.app import sweep_grid as sg
 from gon.app import sweep_trials as st
+from gon.app.builders import ConfigError, validate_config
+from gon.app.lifecycle import mark_sweeper
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
@@ -36,10 +41,34 @@ class ResumableSweep(OptunaSweeperImpl):
     """OptunaSweeperImpl with a persistent, resumable, failure-tolerant sweep loop."""
 
     def __init__(self, *args: Any, trials_per_gpu: int | None, heartbeat_s: float,
-                 stale_after_s: float, tune_seeds: int | None = None) -> None:
+                 stale_after_s: float, tune_seeds: int | None = None,
+                 retry_failed: bool = False) -> None:
         super().__init__(*args)
         self.trials_per_gpu, self.heartbeat_s = trials_per_gpu, heartbeat_s
         self.stale_after_s, self.tune_seeds = stale_after_s, tune_seeds
+        self.retry_failed = retry_failed
+
+    def _check_settings(self) -> None:
+        """Refuse bad sweeper settings, and a config that every trial would fail on (a bad
+        shared value such as train.max_steps=-1), before anything is launched."""
+        bad = [f"{k}={v!r} (must be {need})" for k, v, ok, need in (
+            ("n_trials", self.n_trials, isinstance(self.n_trials, int) and self.n_trials >= 1,
+             "an integer >= 1"),
+            ("n_jobs", self.n_jobs, self.n_jobs is None or self.n_jobs >= 0, "null or >= 1"),
+            ("max_failure_rate", self.max_failure_rate, 0 <= self.max_failure_rate <= 1,
+             "in [0, 1]"),
+            ("trials_per_gpu", self.trials_per_gpu,
+             self.trials_per_gpu is None or self.trials_per_gpu >= 1, "null or >= 1"),
+            ("heartbeat_s", self.heartbeat_s, self.heartbeat_s > 0, "> 0"),
+            ("stale_after_s", self.stale_after_s, self.stale_after_s > self.heartbeat_s,
+             "> heartbeat_s")) if not ok]
+        if bad:
+            raise sw.SweepError("invalid sweeper settings: " + "; ".join(
+                f"hydra.sweeper.{b}" for b in bad))
+        try:  # the device is the job's to check (a SLURM node has the GPU, not this one)
+            validate_config(self.config, check_device=False)
+        except ConfigError as e:
+            raise sw.SweepError(f"{e} (for every trial; nothing was launched)") from None
 
     # ---------------------------------------------------------------- setting up
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution],
@@ -90,26 +119,53 @@ class ResumableSweep(OptunaSweeperImpl):
             n = int(launcher.get("array_parallelism", 1))  # submitit_slurm's; else 1
         return max(1, min(n, n_trials))
 
-    def _open_study(self, directions: list[str], fingerprint: dict[str, Any]) -> optuna.Study:
+    def _open_study(self, directions: list[str], fingerprint: dict[str, Any],
+                    n_trials: int | None = None) -> optuna.Study:
+        """Create or join the study, atomically: a second sweeper started at the same moment
+        on the same sweep dir (or storage and study name) joins the first one's study."""
         cfg = self.config
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
-        url = sw.resolve_storage(sweep_dir, self.storage)
-        name = sw.recorded_study(sweep_dir, self.study_name, self.storage) or self.study_name
-        if not name:
-            search = cfg.hydra.runtime.choices.get("hparams_search") or "sweep"
-            dataset = OmegaConf.select(cfg, "dataset.name", default="data")
-            name = sw.default_study_name(search, dataset, url)
-        study = optuna.create_study(study_name=name, storage=url, sampler=self.sampler,
-                                    directions=directions, load_if_exists=True)
-        sw.record_study(sweep_dir, name, self.storage)
-        sw.check_fingerprint(study, fingerprint)
-        self.url = url
+        self.url = url = sw.resolve_storage(sweep_dir, self.storage)
+        self.sweep_dir = sweep_dir
+        with studies.study_lock(url, sweep_dir):
+            storage = studies.open_storage(url)  # a first open creates the schema
+            name = sw.recorded_study(sweep_dir, self.study_name, self.storage) or self.study_name
+            if not name:
+                search = cfg.hydra.runtime.choices.get("hparams_search") or "sweep"
+                dataset = OmegaConf.select(cfg, "dataset.name", default="data")
+                name = sw.default_study_name(search, dataset, storage)
+            study = optuna.create_study(study_name=name, storage=storage, sampler=self.sampler,
+                                        directions=directions, load_if_exists=True)
+            sw.check_fingerprint(study, fingerprint)
+            sw.record_study(sweep_dir, name, self.storage, sw.resume_command(sys.argv[1:]))
+            if n_trials is not None:
+                study.set_user_attr(sw.N_TRIALS, n_trials)
+            if self.retry_failed:
+                st.retry_failed(study, sweep_dir)
         return study
+
+    def _next_trials(self, study: optuna.Study, n_trials: int, batch: int) -> list[Trial]:
+        """Under the study's lock: re-queue dead sweepers' trials, then ask for and claim at
+        most `batch` trials within the budget ([] when nothing is left to launch)."""
+        with studies.study_lock(self.url, self.sweep_dir):
+            st.recover_stale(study, self.stale_after_s)
+            finished, running = st.budget(study)
+            n = min(batch, n_trials - finished - running)
+            if n <= 0:
+                log.info("%d/%d trials finished, %d running elsewhere: nothing to launch",
+                         finished, n_trials, running)
+                return []
+            trials = [study.ask() for _ in range(n)]
+            for t in trials:
+                st.claim(t)
+            return trials
 
     # ---------------------------------------------------------------- the loop
     def sweep(self, arguments: list[str]) -> None:
         """Run (or resume) the study; a SweepError ends it with one error line and exit 1."""
+        mark_sweeper()  # the jobs this process starts die with it (lifecycle.bind_to_sweeper)
         try:
+            self._check_settings()
             self._sweep(arguments)
         except sw.SweepError as e:
             log.error("%s", e)
@@ -135,11 +191,12 @@ class ResumableSweep(OptunaSweeperImpl):
 
             return sweep_tuned(self, space, fixed, fixed_overrides, n_trials, directions,
                                fingerprint)
-        study = self._open_study(directions, fingerprint)
+        study = self._open_study(directions, fingerprint, n_trials)
         if study.trials:  # resuming: a sampler seeded as before would repeat its first draws
             study.sampler.reseed_rng()
-        for params in sg.missing_points(study, self.grid) if self.grid else []:
-            study.enqueue_trial(params)  # grid order; trains only the points not yet taken
+        with studies.study_lock(self.url, self.sweep_dir):  # one sweeper queues the points
+            for params in sg.missing_points(study, self.grid) if self.grid else []:
+                study.enqueue_trial(params)  # grid order; trains only the points not yet taken
         batch = self._batch_size(n_trials)
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         log.info("study %s in %s: %s, %s, budget %d trials, %d at once", study.study_name,
@@ -147,15 +204,7 @@ class ResumableSweep(OptunaSweeperImpl):
                  n_trials, batch)
         allowed = int(self.max_failure_rate * n_trials)
         try:
-            while True:
-                st.recover_stale(study, self.stale_after_s)
-                finished, running = st.budget(study)
-                n = min(batch, n_trials - finished - running)
-                if n <= 0:
-                    log.info("%d/%d trials finished, %d running elsewhere: nothing to launch",
-                             finished, n_trials, running)
-                    break
-                trials = [study.ask() for _ in range(n)]
+            while trials := self._next_trials(study, n_trials, batch):
                 self._run(study, trials, space, fixed, fixed_overrides)
                 if len(failed := st.failures(study)) > allowed:
                     raise sw.SweepError(

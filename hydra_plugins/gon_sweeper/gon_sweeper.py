@@ -4,7 +4,9 @@ Over the upstream sweeper it (1) keeps the study in the sweep dir (sqlite) unles
 storage URL, under a readable name recorded there, (2) fails and re-queues trials left RUNNING
 by a dead sweeper, (3) counts n_trials over the whole study, so re-running the command into
 the same sweep dir trains only what is missing, (4) names each trial's subdir after its trial
-number, (5) records failed trials and goes on, (6) writes <sweep dir>/summary.json.
+number, (5) records failed trials and goes on (retry_failed=true re-runs them), (6) writes
+<sweep dir>/summary.json, (7) lets several sweepers share one study (sqlite, a journal file,
+PostgreSQL): creating or joining it and drawing trials happen under a lock (gon.app.studies).
 
 Usage (see conf/hparams_search/):
     python -m gon.train hparams_search=variants hydra.sweep.dir=outputs/sweeps/v1
@@ -24,7 +26,8 @@ from omegaconf import DictConfig
 @dataclass
 class GonOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.gon_sweeper.gon_sweeper.GonOptunaSweeper"
-    # null: sqlite:///<sweep dir>/optuna.db; else any Optuna RDB URL (postgresql://...)
+    # null: sqlite:///<sweep dir>/optuna.db; else journal:///path/sweep.log or any Optuna RDB
+    # URL (postgresql://user:pw@host/db); see gon/app/studies.py
     storage: Any | None = None
     # null: gon-<hparams_search>-<dataset>-<time> on the first run, then the one in study.json
     study_name: str | None = None
@@ -39,6 +42,7 @@ class GonOptunaSweeperConf(OptunaSweeperConf):
     # k: tune each variant (the choice() axes) for n_trials, then train its best setting with
     # seeds 0..k-1 (hparams_search=variants_tuned); null: one study over the whole space
     tune_seeds: int | None = None
+    retry_failed: bool = False  # true: re-run the failed trials (in their dirs) on this resume
 
 
 ConfigStore.instance().store(
@@ -54,7 +58,7 @@ class GonOptunaSweeper(OptunaSweeper):
                  max_failure_rate: float, custom_search_space: str | None,
                  params: DictConfig | None, trials_per_gpu: int | None = None,
                  heartbeat_s: float = 30.0, stale_after_s: float = 300.0,
-                 tune_seeds: int | None = None) -> None:
+                 tune_seeds: int | None = None, retry_failed: bool = False) -> None:
         super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs or 1,
                          max_failure_rate, custom_search_space, params)
         from ._impl import ResumableSweep
@@ -64,5 +68,5 @@ class GonOptunaSweeper(OptunaSweeper):
             base.sampler, direction, storage, study_name, n_trials, n_jobs or 0,
             max_failure_rate, custom_search_space, params,
             trials_per_gpu=trials_per_gpu, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s,
-            tune_seeds=tune_seeds)
+            tune_seeds=tune_seeds, retry_failed=retry_failed)
 

@@ -1,0 +1,203 @@
+"""Is a sweep finished? gon.evaluate asks before it scores one, so that a partial sweep (a
+killed sweeper, failed trials, a deleted run dir) never looks like a finished comparison.
+
+Usage:
+    status = sweep_status(Path("outputs/sweep"))   # None: no study recorded (not a gon sweep)
+    if not status.complete:
+        print(refusal(status, reports_dir))        # which trials, and how to resume
+    fields = report_fields(status)                 # {"complete": False, "failed_trials": ...}
+
+A sweep is complete when its study has finished trials for its whole budget (n_trials), none
+failed (or all were retried), none is running or waiting, and every finished trial's run dir
+holds its checkpoint.pt and metrics.json.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from gon.app import sweep as sw
+from gon.app import sweep_trials as st
+from gon.app.studies import open_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepStatus:
+    """What a sweep dir's study holds, trial by trial (rows: number, params, dir, error)."""
+
+    sweep_dir: Path
+    study_name: str
+    n_trials: int
+    finished: list[dict[str, Any]] = field(default_factory=list)  # complete, run dir present
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)  # complete, run dir gone
+    unfinished: list[dict[str, Any]] = field(default_factory=list)  # running or waiting
+    command: str | None = None  # the command that resumes the sweep (study.json)
+    source: str = "study"  # "study", or "summary.json" when the study could not be opened
+
+    @property
+    def not_started(self) -> int:
+        return max(0, self.n_trials - len(self.finished) - len(self.missing) - len(self.failed)
+                   - len(self.unfinished))
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.missing or self.unfinished or self.not_started)
+
+
+def _params(row: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in row.get("params", {}).items())
+
+
+def _from_summary(sweep_dir: Path, record: dict[str, Any]) -> SweepStatus | None:
+    path = sweep_dir / sw.SUMMARY
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    status = SweepStatus(sweep_dir, record["study_name"], int(summary["n_trials"]),
+                         command=record.get("command"), source=str(path))
+    failed = {f["number"] for f in summary.get("failures", [])}
+    for row in summary.get("trials", []):
+        if row["number"] in failed:
+            status.failed.append(row)
+        elif row["state"] == "COMPLETE":
+            ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
+            (status.finished if ok else status.missing).append(row)
+        elif row["state"] in ("RUNNING", "WAITING"):
+            status.unfinished.append(row)
+    return status
+
+
+def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | None:
+    """The sweep's status from its study (storage: the URL, when study.json keeps it masked),
+    or from its summary.json if the study cannot be opened; None if the dir records no study
+    (a plain multirun, or runs trained one by one)."""
+    path = sweep_dir / sw.RECORD
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    url = storage or record.get("storage")
+    if url and "***" in url:  # record_study masked the password
+        status = _from_summary(sweep_dir, record)
+        if status is None:
+            raise FileNotFoundError(
+                f"{path} keeps the storage URL without its password ({url}) and there is no "
+                f"{sw.SUMMARY}: pass the full URL with --storage")
+        log.info("checked the sweep against %s (pass --storage URL to ask the study)",
+                 status.source)
+        return status
+    study = optuna.load_study(study_name=record["study_name"],
+                              storage=open_storage(sw.resolve_storage(sweep_dir, url)))
+    trials = study.get_trials(deepcopy=False)
+    n_trials = study.user_attrs.get(sw.N_TRIALS)
+    if n_trials is None and (sweep_dir / sw.SUMMARY).exists():
+        n_trials = json.loads((sweep_dir / sw.SUMMARY).read_text()).get("n_trials")
+    retried = st.superseded(study)
+    status = SweepStatus(sweep_dir, study.study_name, 0, command=record.get("command"))
+    for t in trials:
+        row = sw._trial_row(t, sweep_dir)
+        if t.user_attrs.get(st.INTERRUPTED) or t.number in retried:
+            continue  # its re-queued copy stands for it
+        if t.state == TrialState.COMPLETE:
+            ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
+            (status.finished if ok else status.missing).append(row)
+        elif t.state == TrialState.FAIL:
+            status.failed.append(row)
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            status.unfinished.append(row)
+    counted = len(status.finished) + len(status.missing) + len(status.failed)
+    status.n_trials = int(n_trials) if n_trials is not None else counted + len(status.unfinished)
+    return status
+
+
+def describe(status: SweepStatus) -> str:
+    """One line: how far the sweep got."""
+    parts = [f"{n} {what}" for n, what in (
+        (len(status.failed), "failed"), (len(status.missing), "with its run dir missing"),
+        (len(status.unfinished), "running or interrupted"), (status.not_started, "not started"))
+        if n]
+    return (f"{len(status.finished)} of {status.n_trials} trials finished"
+            + (f" ({', '.join(parts)})" if parts else ""))
+
+
+def refusal(status: SweepStatus, reports_dir: Path) -> str:
+    """Why evaluate will not score this sweep, which trials, and the commands that go on."""
+    lines = [f"sweep {status.sweep_dir} (study {status.study_name}) is incomplete: "
+             f"{describe(status)}; not scoring it"]
+    for row in status.failed:
+        lines.append(f"  failed: trial {row['number']} ({_params(row)}): "
+                     f"{row.get('error', 'no error recorded')}")
+    for row in status.missing:
+        lines.append(f"  missing: trial {row['number']} ({_params(row)}): {row['dir']} has no "
+                     "checkpoint.pt and metrics.json")
+    for row in status.unfinished:
+        lines.append(f"  not finished: trial {row['number']} ({_params(row)}), {row['state']}")
+    command = status.command or f"python -m gon.train ... hydra.sweep.dir={status.sweep_dir}"
+    retry = " hydra.sweeper.retry_failed=true" if status.failed or status.missing else ""
+    lines.append(f"resume it: {command}{retry}")
+    if retry:
+        lines.append("  (retry_failed=true re-runs the failed trials, and the finished ones whose"
+                     " run dir is gone, each in its own run dir)")
+    lines.append(f"or report what is there, marked partial: python -m gon.evaluate "
+                 f"{status.sweep_dir} {reports_dir} --partial")
+    return "\n".join(lines)
+
+
+def report_fields(status: SweepStatus | None) -> dict[str, Any]:
+    """What a partial report adds to metrics.json (and W&B): {} for a complete sweep."""
+    if status is None or status.complete:
+        return {}
+    def rows(items: list[dict[str, Any]], with_error: bool) -> list[dict[str, Any]]:
+        return [{"trial": r["number"], "params": r.get("params", {}), "dir": r["dir"],
+                 **({"error": r.get("error", "")} if with_error else {})} for r in items]
+
+    return {"complete": False, "trials": {"finished": len(status.finished),
+                                          "budget": status.n_trials,
+                                          "not_started": status.not_started},
+            "failed_trials": rows(status.failed, True),
+            "missing_trials": rows(status.missing, False),
+            "unfinished_trials": rows(status.unfinished, False)}
+
+
+def html_banner(fields: dict[str, Any]) -> str:
+    """The partial report's warning at the top of index.html ("" for a complete one)."""
+    if not fields:
+        return ""
+    t = fields["trials"]
+    items = [f"<li>trial {r['trial']} failed ({html.escape(str(r['params']))}): "
+             f"{html.escape(r['error'])}</li>" for r in fields["failed_trials"]]
+    items += [f"<li>trial {r['trial']}: run dir missing ({html.escape(r['dir'])})</li>"
+              for r in fields["missing_trials"]]
+    items += [f"<li>trial {r['trial']}: not finished</li>" for r in fields["unfinished_trials"]]
+    if t["not_started"]:
+        items.append(f"<li>{t['not_started']} trial(s) not started</li>")
+    return (f'<div class="partial"><h2>Partial report</h2><p>Only {t["finished"]} of '
+            f"{t['budget']} trials of the sweep finished; this comparison is incomplete.</p>"
+            f"<ul>{''.join(items)}</ul></div>")
+
+
+def mark_partial(reports_dir: Path, fields: dict[str, Any]) -> None:
+    """Mark a written report partial: the fields in metrics.json, the banner atop index.html
+    (nothing for a complete sweep's report)."""
+    if not fields:
+        return
+    path = reports_dir / "metrics.json"
+    path.write_text(json.dumps({**fields, **json.loads(path.read_text())}, indent=2) + "\n")
+    page = reports_dir / "index.html"
+    if page.exists():
+        text = page.read_text().replace("<title>", "<title>PARTIAL: ", 1)
+        head, sep, body = text.partition("<body>")
+        style = ("<style>.partial{border:3px solid #c00;background:#fee;padding:0 1em;"
+                 "margin-bottom:1em}</style>")
+        page.write_text(head.replace("</head>", style + "</head>", 1) + sep
+                        + html_banner(fields) + body if sep else text)

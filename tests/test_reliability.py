@@ -46,6 +46,7 @@ from gon.app.metrics import image_metrics
 from gon.app.train import train, unknown_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+SEARCHES = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml")))
 LONG = ("train.max_steps=600", "train.ckpt_every=5", "train.eval_every=600")  # killable runs
 SWEEP = ("train.max_steps=200", "train.ckpt_every=5", "train.eval_every=200")  # killable trials
 
@@ -117,7 +118,7 @@ def test_a_killed_sweeper_takes_its_joblib_workers_along(tmp_path: Path, data_di
 def test_unknown_hparams_search_is_one_line(tmp_path: Path, data_dir: Path) -> None:
     out = run(train_cli(data_dir, "hparams_search=variant", f"hydra.run.dir={tmp_path / 'r'}"),
               tmp_path, ok=False)
-    _one_line_error(out, "unknown hparams_search=variant; valid names: tpe, variants")
+    _one_line_error(out, f"unknown hparams_search=variant; valid names: {SEARCHES}")
     assert not (tmp_path / "r").exists()
 
 
@@ -126,7 +127,7 @@ def test_unknown_hparams_search_is_one_line(tmp_path: Path, data_dir: Path) -> N
     (["hparams_search=variants"], None), (["hparams_search=null"], None), (["seed=1"], None)])
 def test_unknown_hparams_search_is_caught_before_hydra(argv: list[str], bad: str | None):
     msg = unknown_search(argv)
-    assert msg == (bad and f"unknown hparams_search={bad}; valid names: tpe, variants")
+    assert msg == (bad and f"unknown hparams_search={bad}; valid names: {SEARCHES}")
 
 
 def test_unknown_hparams_search_does_not_compose() -> None:

@@ -99,8 +99,8 @@ def test_a_second_training_of_one_run_dir_is_refused(tmp_path: Path, data_dir: P
 @pytest.mark.slow
 def test_a_killed_sweeper_takes_its_joblib_workers_along(tmp_path: Path, data_dir: Path):
     sweep_dir = tmp_path / "sweep"
-    args = train_cli(data_dir, "hparams_search=variants", "encoding=none", "loss=bce", *LONG,
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    args = train_cli(data_dir, "hparams_search=variants", "seed=0", "encoding=none",
+                     "loss=bce", *LONG, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      f"hydra.sweep.dir={sweep_dir}")
     proc = start(args, tmp_path, capture=False)
     wait_for(lambda: all((sweep_dir / d / "checkpoint.pt").exists() for d in "01"),
@@ -152,7 +152,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path, data_dir: Path) -> None:
 @pytest.mark.slow
 def test_a_killed_joblib_worker_is_one_line_and_resumable(tmp_path: Path, data_dir: Path):
     sweep_dir = tmp_path / "sweep"
-    args = train_cli(data_dir, "hparams_search=variants", "encoding=none", "loss=bce",
+    args = train_cli(data_dir, "hparams_search=variants", "seed=0", "encoding=none", "loss=bce",
                      "block=siren", *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      f"hydra.sweep.dir={sweep_dir}")
     proc = start(args, tmp_path)
@@ -333,7 +333,7 @@ def test_partial_sweep_is_refused_then_marked_partial_then_retried(
     sweep_dir, reports = tmp_path / "sweep", tmp_path / "reports"
     (sweep_dir / "1").mkdir(parents=True)
     (sweep_dir / "1" / "checkpoint.pt").write_bytes(b"garbage")
-    args = train_cli(data_dir, "hparams_search=variants", "encoding=none", "block=siren",
+    args = train_cli(data_dir, "hparams_search=variants", "seed=0", "encoding=none", "block=siren",
                      "loss=bce", "logger=wandb", f"hydra.sweep.dir={sweep_dir}")
     run(args, tmp_path)
     caplog.set_level("INFO")

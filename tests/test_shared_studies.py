@@ -28,9 +28,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _sweep_args(data_dir: Path, sweep_dir: Path, *extra: str) -> list[str]:
-    # 16 variants (fewer if `extra` fixes axes), 12 steps each, a checkpoint every 3
-    return train_cli(data_dir, "hparams_search=variants", f"hydra.sweep.dir={sweep_dir}",
-                     "train.max_steps=12", "train.ckpt_every=3", "train.eval_every=12", *extra)
+    # 16 variants (fewer if `extra` fixes axes), one seed, 12 steps each, a checkpoint every 3
+    return train_cli(data_dir, "hparams_search=variants", "seed=0",
+                     f"hydra.sweep.dir={sweep_dir}", "train.max_steps=12", "train.ckpt_every=3",
+                     "train.eval_every=12", *extra)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 900) -> str:

@@ -14,6 +14,7 @@ from gon.core.blocks import (
 )
 from gon.core.coords import get_xy_grid, make_grid
 from gon.core.decoder import ImplicitDecoder, Modulator
+from gon.core.encoders import Autoencoder, ConvEncoder, MLPEncoder
 from gon.core.encoding import (
     CoordinateEncoding,
     GaussianFourierFeatureTransform,
@@ -25,7 +26,9 @@ from gon.core.sampling import fit_gaussian, slerp
 from gon.core.step import TrainStep, gon_step
 
 __all__ = [
+    "Autoencoder",
     "BaseBlockFactory",
+    "ConvEncoder",
     "CoordinateEncoding",
     "GON",
     "GaussianFourierFeatureTransform",
@@ -33,6 +36,7 @@ __all__ = [
     "ImplicitDecoder",
     "LinearBlock",
     "LinearBlockFactory",
+    "MLPEncoder",
     "Modulator",
     "NeRFPositionalEncoding",
     "Sine",

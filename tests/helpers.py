@@ -72,6 +72,9 @@ def make_gon(
     learn_origin: bool = False,
     dtype: torch.dtype = torch.float32,
     seed: int | None = None,
+    step_size: str = "fixed",
+    second_order: bool = True,
+    pixel_reduction: str = "mean",
 ) -> GON:
     """A small GON of any variant (seeded when `seed` is given)."""
     if seed is not None:
@@ -80,7 +83,8 @@ def make_gon(
     dec = ImplicitDecoder(latent_dim, channels, hidden, layers, factory(w0),
                           ENCODINGS[encoding](), modulation=modulation, dropout=dropout)
     return GON(dec, latent_updates=updates, learn_origin=learn_origin, loss=loss,
-               latent_reduction=reduction).to(dtype)
+               latent_reduction=reduction, step_size=step_size, second_order=second_order,
+               pixel_reduction=pixel_reduction).to(dtype)
 
 
 def subprocess_env(tmp_path: Path) -> dict[str, str]:

@@ -16,11 +16,11 @@ from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_
 from omegaconf import OmegaConf
 
 from gon import GON
-from gon.app.builders import build_model, validate_config
+from gon.app.builders import ENCODERS, build_model, validate_config
 from gon.app.data import DATASETS
 from gon.app.variants import AXES, SEED
 
-GROUPS = ["block", "dataset", "encoding", "latent_reduction", "logger", "loss"]  # one per axis
+GROUPS = ["block", "dataset", "encoder", "encoding", "latent_reduction", "logger", "loss"]
 OVERLAYS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in GROUPS)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 
@@ -32,6 +32,7 @@ def test_groups_are_the_variant_axes() -> None:
     assert options["encoding"] == {"none", "nerf", "gaussian"}
     assert options["loss"] == {"mse", "bce"}
     assert options["latent_reduction"] == {"mean", "sum"}
+    assert options["encoder"] == set(ENCODERS)
     assert options["dataset"] == set(DATASETS)
     assert options["logger"] == {"wandb", "none"}
 
@@ -42,7 +43,7 @@ def test_every_option_composes_validates_and_builds(group: str, option: str) -> 
     if "name" in cfg[group]:
         assert cfg[group].name == option
     validate_config(cfg)
-    model = build_model(cfg, channels=3 if option == "cifar10" else 1)
+    model = build_model(cfg, channels=3 if option == "cifar10" else 1, image_size=(4, 4))
     assert isinstance(model, GON)
     out = model(torch.zeros(1, 4, 4, 2), torch.zeros(2, cfg.model.latent_dim))
     assert out.shape == (2, 4, 4, 3 if option == "cifar10" else 1)

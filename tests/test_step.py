@@ -11,12 +11,18 @@ from gon.core.latents import affine_applies
 
 
 def build(modulation: bool = False, loss: str = "bce", reduction: str = "sum", updates: int = 1,
-          learn_origin: bool = False, dropout: float = 0.0, dtype: torch.dtype = torch.float64
-          ) -> GON:
-    """The steps' test model: Gaussian features, SIREN (w0 10), 2 channels, seeded."""
-    return make_gon("gaussian", "modulated" if modulation else "siren", loss, reduction,
-                    channels=2, latent_dim=6, w0=10.0, dropout=dropout, updates=updates,
-                    learn_origin=learn_origin, dtype=dtype, seed=0)
+          learn_origin: bool = False, dropout: float = 0.0, dtype: torch.dtype = torch.float64,
+          step_size: str = "fixed", second_order: bool = True, pixels: str = "mean") -> GON:
+    """The steps' test model: Gaussian features, SIREN (w0 10), 2 channels, seeded; learned
+    step sizes are drawn away from their initial 1, so that each dimension's alpha matters."""
+    model = make_gon("gaussian", "modulated" if modulation else "siren", loss, reduction,
+                     channels=2, latent_dim=6, w0=10.0, dropout=dropout, updates=updates,
+                     learn_origin=learn_origin, dtype=dtype, seed=0, step_size=step_size,
+                     second_order=second_order, pixel_reduction=pixels)
+    if step_size != "fixed":
+        with torch.no_grad():
+            model.step_sizes.uniform_(0.5, 1.5)
+    return model
 
 
 def grads_after_step(model: GON, path: str, x: torch.Tensor, compile: bool = False):
@@ -37,6 +43,12 @@ VARIANTS = [
     dict(loss="mse", reduction="mean"),
     dict(modulation=True, loss="mse", learn_origin=True),
     dict(updates=3),
+    dict(step_size="per_dim"),
+    dict(step_size="scalar", loss="mse", reduction="mean", pixels="sum"),
+    dict(step_size="per_dim", updates=3, learn_origin=True),
+    dict(step_size="scalar", updates=2, modulation=True),
+    dict(second_order=False),
+    dict(second_order=False, step_size="per_dim", updates=2, learn_origin=True),
 ]
 
 
@@ -134,3 +146,46 @@ def test_cuda_trajectory_matches_autograd(compile, mode):
     torch.testing.assert_close(losses, ref_losses, rtol=1e-4, atol=1e-5)
     for p, r in zip(params, ref_params, strict=True):
         torch.testing.assert_close(p, r, rtol=1e-3, atol=1e-5)
+
+
+def test_detached_lacks_the_second_order_term():
+    """detached: the gradient of the outer loss at a constant latent (only the decoder's direct
+    path); the GON's differs from it by the second-order term through grad_z."""
+    x = torch.rand(5, 6, 7, 2, dtype=torch.float64)
+    coords = make_grid(6, 7, dtype=torch.float64)
+    _, detached = grads_after_step(build(second_order=False), "affine", x)
+    _, full = grads_after_step(build(), "affine", x)
+    model = build()
+    z, _ = model.infer_latents(coords, x)
+    outer = model.outer_loss(model.decoder.logits(coords, z.detach()), x)
+    first_order = torch.autograd.grad(outer, list(model.parameters()))
+    for g, r in zip(detached, first_order, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    second = sum((f - r).abs().sum() for f, r in zip(full, first_order, strict=True))
+    assert second > 1e-6  # far above float64 rounding (~1e-15): the term the GON keeps
+
+
+@pytest.mark.parametrize("step_size", ["scalar", "per_dim"])
+@pytest.mark.parametrize("updates", [1, 3])
+def test_learned_steps_start_as_the_fixed_step(step_size, updates):
+    """Learned step sizes start at 1: the same losses and weight gradients as the fixed step,
+    plus a nonzero gradient for alpha (k, 1) or (k, d)."""
+    x = torch.rand(4, 5, 5, 2, dtype=torch.float64)
+    ref_out, ref = grads_after_step(build(updates=updates), "autograd", x)
+    model = make_gon("gaussian", "siren", channels=2, latent_dim=6, w0=10.0, updates=updates,
+                     dtype=torch.float64, seed=0, step_size=step_size)
+    assert model.step_sizes.shape == (updates, 1 if step_size == "scalar" else 6)
+    out, got = grads_after_step(model, "auto", x)
+    torch.testing.assert_close(out["loss_outer"], ref_out["loss_outer"], rtol=1e-12, atol=0)
+    names = [n for n, _ in model.named_parameters()]
+    alpha = got[names.index("step_sizes")]
+    del got[names.index("step_sizes")]
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    assert alpha.abs().sum() > 0
+
+
+def test_auto_picks_affine_for_learned_one_step_and_refuses_fast_paths_for_autoencoders():
+    assert TrainStep(build(step_size="per_dim"), make_grid(4, 4)).path == "affine"
+    assert TrainStep(build(second_order=False), make_grid(4, 4)).path == "affine"
+    assert TrainStep(build(step_size="scalar", updates=2), make_grid(4, 4)).path == "autograd"

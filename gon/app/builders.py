@@ -19,10 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from gon import (
     GON,
+    Autoencoder,
+    ConvEncoder,
     GaussianFourierFeatureTransform,
     IdentityPositionalEncoding,
     ImplicitDecoder,
     LinearBlockFactory,
+    MLPEncoder,
     NeRFPositionalEncoding,
     SirenBlockFactory,
     TrainStep,
@@ -30,6 +33,14 @@ from gon import (
 from gon.app.data import load_splits, prepare
 from gon.app.metrics import HIGHER_IS_BETTER
 from gon.core.blocks import ACTIVATIONS
+from gon.core.model import PIXEL_REDUCTIONS, STEP_SIZES
+
+ENCODERS = ("gradient_origin", "detached", "autoencoder", "autoencoder_matched")
+AMORTISED = ("autoencoder", "autoencoder_matched")
+ENCODER_NETS = ("auto", "mlp", "conv")
+CONV_FROM_PX = 28  # encoder.net=auto: a conv encoder from this image side up, else an MLP
+MATCH_TOLERANCE = 0.05  # autoencoder_matched: total parameters within 5 % of the GON's
+FINAL_ACTIVATIONS = {"sigmoid": torch.sigmoid, "none": None}
 
 
 class ConfigError(ValueError):
@@ -61,6 +72,15 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.num_layers": _int_at_least(1),
     "model.latent_updates": _int_at_least(1),
     "model.learn_origin": _BOOL,
+    "model.step_size": ((lambda v: v in STEP_SIZES), ", ".join(STEP_SIZES)),
+    "model.final_activation": (
+        (lambda v: v in FINAL_ACTIVATIONS), ", ".join(FINAL_ACTIVATIONS)
+    ),
+    "encoder.name": ((lambda v: v in ENCODERS), ", ".join(ENCODERS)),
+    "loss.pixel_reduction": (
+        (lambda v: v in PIXEL_REDUCTIONS), ", ".join(PIXEL_REDUCTIONS)
+    ),
+    "train.weight_decay": ((lambda v: _is_num(v) and v >= 0), "a number >= 0"),
     "model.dropout": ((lambda v: _is_num(v) and 0 <= v < 1), "a number in [0, 1)"),
     "train.max_steps": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
@@ -93,6 +113,9 @@ _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "encoding.sigma": _positive(),
     "encoding.trainable": _BOOL,
     "dataset.source": ((lambda v: v is None or isinstance(v, str)), "null or a folder of images"),
+    "encoder.net": ((lambda v: v in ENCODER_NETS), ", ".join(ENCODER_NETS)),
+    "encoder.hidden_dim": ((lambda v: v is None or (_is_int(v) and v >= 1)), "null or >= 1"),
+    "encoder.num_layers": _int_at_least(1),
 }
 
 
@@ -165,27 +188,88 @@ def build_encoding(cfg: DictConfig, in_dim: int, seed: int) -> torch.nn.Module:
     raise ConfigError(f"encoding.name={e.name!r} (must be none, nerf or gaussian)")
 
 
-def build_model(cfg: DictConfig, channels: int, in_dim: int = 2) -> GON:
-    """The GON described by cfg.model and the block, encoding, loss and reduction groups."""
+def build_decoder(cfg: DictConfig, channels: int, in_dim: int = 2,
+                  hidden_dim: int | None = None) -> ImplicitDecoder:
+    """The implicit decoder of cfg.model, cfg.block and cfg.encoding (width hidden_dim if given).
+    """
     b, m = cfg.block, cfg.model
     if b.name in ("siren", "modulated"):
         factory = SirenBlockFactory(w0=b.w0, w0_initial=b.w0_initial)
     else:
         factory = LinearBlockFactory(activation=b.activation)
-    decoder = ImplicitDecoder(
+    return ImplicitDecoder(
         latent_dim=m.latent_dim,
         out_dim=channels,
-        hidden_dim=m.hidden_dim,
+        hidden_dim=m.hidden_dim if hidden_dim is None else hidden_dim,
         num_layers=m.num_layers,
         block_factory=factory,
         pos_encoder=build_encoding(cfg, in_dim, cfg.seed),
         modulation=b.modulation,
         dropout=m.dropout,
+        final_activation=FINAL_ACTIVATIONS[m.get("final_activation", "sigmoid")],
     )
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_encoder(cfg: DictConfig, image_shape: tuple[int, int, int],
+                  hidden_dim: int) -> torch.nn.Module:
+    """The amortised encoder E of cfg.encoder for images (H, W, C): an MLP or a conv net."""
+    e, d = cfg.encoder, cfg.model.latent_dim
+    net = e.net if e.net != "auto" else ("conv" if min(image_shape[:2]) >= CONV_FROM_PX
+                                         else "mlp")
+    if net == "conv":
+        return ConvEncoder(image_shape, latent_dim=d, hidden_dim=hidden_dim)
+    return MLPEncoder(image_shape, latent_dim=d, hidden_dim=hidden_dim, num_layers=e.num_layers)
+
+
+def build_autoencoder(cfg: DictConfig, channels: int, image_size: tuple[int, int],
+                      in_dim: int = 2) -> Autoencoder:
+    """encoder=autoencoder: E (width encoder.hidden_dim, null = model.hidden_dim) in front of
+    the GON's decoder (so more parameters than the GON). encoder=autoencoder_matched: encoder
+    and decoder narrowed to one common width, the one whose total is nearest the GON's (within
+    MATCH_TOLERANCE, else a ConfigError)."""
+    shape = (*image_size, channels)
+    width = cfg.encoder.hidden_dim or cfg.model.hidden_dim
+    loss, pixels = cfg.loss.name, cfg.loss.get("pixel_reduction", "mean")
+
+    def make(enc_width: int, dec_width: int | None) -> Autoencoder:
+        decoder = build_decoder(cfg, channels, in_dim, hidden_dim=dec_width)
+        return Autoencoder(decoder, build_encoder(cfg, shape, enc_width), loss=loss,
+                           pixel_reduction=pixels)
+
+    if cfg.encoder.name == "autoencoder":
+        return make(width, None)
+    target = count_params(build_decoder(cfg, channels, in_dim))  # the GON's parameters
+    sizes = {h: count_params(make(h, h)) for h in range(1, cfg.model.hidden_dim + 1)}
+    h = min(sizes, key=lambda k: abs(sizes[k] - target))
+    if abs(sizes[h] - target) > MATCH_TOLERANCE * target:
+        raise ConfigError(
+            f"encoder=autoencoder_matched: no common width matches the GON's {target} "
+            f"parameters within {MATCH_TOLERANCE:.0%} (nearest: width {h}, {sizes[h]}); "
+            "use encoder=autoencoder or another model size"
+        )
+    return make(h, h)
+
+
+def build_model(cfg: DictConfig, channels: int, in_dim: int = 2,
+                image_size: tuple[int, int] | None = None) -> GON:
+    """The GON described by cfg.model and the block, encoding, loss, reduction and encoder
+    groups; an amortised encoder (encoder=autoencoder*) needs the image_size (H, W)."""
+    m, encoder = cfg.model, cfg.get("encoder", {}).get("name", "gradient_origin")
+    if encoder in AMORTISED:
+        if image_size is None:
+            raise ConfigError(f"encoder={encoder} needs the image size to build its encoder")
+        return build_autoencoder(cfg, channels, tuple(image_size), in_dim)
     return GON(
-        decoder,
+        build_decoder(cfg, channels, in_dim),
         latent_updates=m.latent_updates,
         learn_origin=m.learn_origin,
         loss=cfg.loss.name,
         latent_reduction=cfg.latent_reduction.name,
+        pixel_reduction=cfg.loss.get("pixel_reduction", "mean"),
+        step_size=m.get("step_size", "fixed"),
+        second_order=encoder != "detached",
     )

@@ -127,7 +127,7 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     cfg = OmegaConf.create(ckpt["config"])
     torch.manual_seed(cfg.seed)
     (test, y_test), (train, y_train) = load_test_train(cfg, device, cache)
-    model = build_model(cfg, channels=test.shape[-1]).to(device)
+    model = build_model(cfg, channels=test.shape[-1], image_size=test.shape[1:3]).to(device)
     model.load_state_dict(ckpt["model"])
     model.eval()
     coords, batch = make_grid(*test.shape[1:3], device=device), cfg.train.batch_size

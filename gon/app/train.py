@@ -142,8 +142,9 @@ class _Job:
             raise ConfigError(f"train.batch_size={self.t.batch_size} exceeds the {n} train images")
         self.val, self.fit = val[: cfg.eval.num_images], self.images[: cfg.eval.fit_images]
         self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
-        self.model = build_model(cfg, channels=c).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr)
+        self.model = build_model(cfg, channels=c, image_size=(h, w)).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr,
+                                          weight_decay=self.t.weight_decay)
         self.step, self.best, self.last_train = 0, None, {}
         self.history: list[dict[str, float]] = []  # step + train losses, for the curves
         self.val_curve: list[dict[str, float]] = []  # step + val/* at the curve points

@@ -16,18 +16,30 @@ import numpy as np
 from omegaconf import DictConfig
 
 AXES = ("encoding", "block", "loss", "latent_reduction")  # a variant's name, in this order
-RUN_AXES = ("dataset", *AXES)  # what identifies a run's variant across sweeps (tags, resume)
 SEED = "seed"  # the replicate key: one run per seed and variant; a swept param of the grid
+# the latent's encoder (GON or a baseline); in the name only when it is not the default, so the
+# names (and report keys) of gradient-origin variants stay e.g. none-siren-bce-sum
+ENCODER_AXIS, DEFAULT_ENCODER = "encoder", "gradient_origin"
+RUN_AXES = ("dataset", *AXES, ENCODER_AXIS)  # identify a run's variant across sweeps (tags, resume)
+
+
+def encoder_choice(cfg: DictConfig | dict[str, Any]) -> str:
+    """The config's encoder (a config without the group, from before it existed: the GON)."""
+    group = cfg.get(ENCODER_AXIS) or {}
+    return str(group.get("name", DEFAULT_ENCODER))
 
 
 def variant_choices(cfg: DictConfig | dict[str, Any], axes: tuple[str, ...] = AXES) -> list[str]:
     """The config's choice on each axis, e.g. ["none", "siren", "bce", "sum"]."""
-    return [str(cfg[axis]["name"]) for axis in axes]
+    return [encoder_choice(cfg) if axis == ENCODER_AXIS else str(cfg[axis]["name"])
+            for axis in axes]
 
 
 def variant_name(cfg: DictConfig | dict[str, Any]) -> str:
-    """`<encoding>-<block>-<loss>-<latent_reduction>`, e.g. nerf-siren-bce-sum."""
-    return "-".join(variant_choices(cfg))
+    """`<encoding>-<block>-<loss>-<latent_reduction>`, e.g. nerf-siren-bce-sum, then
+    `-<encoder>` unless it is the GON's (none-siren-bce-sum-detached)."""
+    encoder = encoder_choice(cfg)
+    return "-".join(variant_choices(cfg) + ([encoder] if encoder != DEFAULT_ENCODER else []))
 
 
 def variant_tags(cfg: DictConfig | dict[str, Any]) -> list[str]:

@@ -23,7 +23,8 @@ from torch.func import grad, jacrev, vmap
 def affine_applies(model: nn.Module, coords: torch.Tensor) -> bool:
     """The latent is an affine map of the image: one step, deterministic decoder, one grid."""
     deterministic = not (model.decoder.dropout and model.training)
-    return model.latent_updates == 1 and deterministic and coords.shape[0] == 1
+    one_step = not model.amortised and model.latent_updates == 1
+    return one_step and deterministic and coords.shape[0] == 1
 
 
 def _affine_from_jacobian(
@@ -34,13 +35,17 @@ def _affine_from_jacobian(
     r1: torch.Tensor,
     target: torch.Tensor,
     z0: torch.Tensor,
+    alpha: torch.Tensor | float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """z = z0 - J^T r(x) (/ B under "mean") for the batch: jac (M, d), f0/r0/r1 (1, *S, C)."""
+    """z = z0 - alpha J^T r(x) (/ B under "mean") for the batch: jac (M, d), f0/r0/r1
+    (1, *S, C), alpha 1.0 or the learned step size (1, 1) or (1, d)."""
     b, m = target.shape[0], f0.numel()
     # dl/df is elementwise affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
     resid = r0.reshape(1, m) + (r1 - r0).reshape(1, m) * target.reshape(b, m)  # (B, M)
-    g = resid @ jac  # (B, d); per_sample_loss already divides by M
-    z = z0 - (g if model.latent_reduction == "sum" else g / b)
+    g = resid @ jac  # (B, d); per_sample_loss already divides by M (or sums over pixels)
+    if not model.second_order:  # detached: z = z0 - alpha * stopgrad(grad)
+        g = g.detach()
+    z = z0 - alpha * (g if model.latent_reduction == "sum" else g / b)
     return z, model.inner_loss(f0.expand_as(target), target)
 
 
@@ -50,9 +55,11 @@ def affine_latents(
     coords: torch.Tensor,
     target: torch.Tensor,
     z0: torch.Tensor,
+    alpha: torch.Tensor | float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, loss_inner) of one gradient step from the shared origin z0 (1, d), in closed form,
-    written with ``torch.func`` (composes with ``grad`` and ``torch.compile``).
+    written with ``torch.func`` (composes with ``grad`` and ``torch.compile``); alpha is the
+    step size (1.0, or the learned (1, 1) or (1, d) row).
 
     ``logits(z, c)`` is the decoder's pre-activation output for latents z (B, d) at coords c.
     """
@@ -70,7 +77,8 @@ def affine_latents(
         grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum())(f0)
         for t in (0.0, 1.0)
     )
-    return _affine_from_jacobian(model, jac.reshape(f0.numel(), -1), f0, r0, r1, target, z0)
+    jac = jac.reshape(f0.numel(), -1)
+    return _affine_from_jacobian(model, jac, f0, r0, r1, target, z0, alpha)
 
 
 def affine_latents_autograd(
@@ -105,4 +113,5 @@ def affine_latents_autograd(
             )[0]
             for t in (0.0, 1.0)
         )
-        return _affine_from_jacobian(model, jac.reshape(-1, jac.shape[-1]), f0, r0, r1, target, z0)
+        jac = jac.reshape(-1, jac.shape[-1])
+        return _affine_from_jacobian(model, jac, f0, r0, r1, target, z0, model.alpha(0))

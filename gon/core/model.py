@@ -21,10 +21,29 @@ from gon.core.latents import affine_applies, affine_latents_autograd
 
 LOSSES = ("bce", "mse")
 REDUCTIONS = ("sum", "mean")
+PIXEL_REDUCTIONS = ("mean", "sum")
+STEP_SIZES = ("fixed", "scalar", "per_dim")
 
 
 class GON(nn.Module):
-    """Wraps an :class:`ImplicitDecoder` with the gradient-origin encoder."""
+    """Wraps an :class:`ImplicitDecoder` with the gradient-origin encoder.
+
+    Args:
+        latent_updates: k, the gradient steps from the origin z0 to the latent.
+        loss, latent_reduction: the loss, and how the inner loss combines the batch ("sum":
+            a latent ignores its batch; "mean": the official code's, latents scale with 1/B).
+        pixel_reduction: a sample's loss is the "mean" over its pixels and channels (default)
+            or their "sum" (the official Implicit-GON code's summed squared error).
+        step_size: alpha_i in z_{i+1} = z_i - alpha_i * grad_z L_inner(z_i): "fixed" (1, the
+            paper), or learned (meta-SGD): "scalar" (one per step, (k, 1)) or "per_dim" (one
+            per step and latent dimension, (k, d)); learned ones start at 1, so a learned
+            k=1 GON starts as the fixed one.
+        second_order: False cuts the second-order path: z = z0 - alpha * stopgrad(grad), so
+            the outer loss reaches the weights only through the decoder at that latent (the
+            "detached" baseline).
+    """
+
+    amortised = False  # the latent comes from gradients of the decoder, not from an encoder net
 
     def __init__(
         self,
@@ -33,25 +52,38 @@ class GON(nn.Module):
         learn_origin: bool = False,
         loss: str = "bce",
         latent_reduction: str = "sum",
+        pixel_reduction: str = "mean",
+        step_size: str = "fixed",
+        second_order: bool = True,
     ) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"GON: unknown loss={loss!r}; choose one of {LOSSES}")
-        if latent_reduction not in REDUCTIONS:
-            raise ValueError(
-                f"GON: unknown latent_reduction={latent_reduction!r}; choose one of {REDUCTIONS}"
-            )
+        for name, value, choices in [("loss", loss, LOSSES),
+                                     ("latent_reduction", latent_reduction, REDUCTIONS),
+                                     ("pixel_reduction", pixel_reduction, PIXEL_REDUCTIONS),
+                                     ("step_size", step_size, STEP_SIZES)]:
+            if value not in choices:
+                raise ValueError(f"GON: unknown {name}={value!r}; choose one of {choices}")
         if latent_updates < 1:
             raise ValueError(f"GON: latent_updates must be >= 1, got {latent_updates}")
         self.decoder = decoder
         self.latent_updates = int(latent_updates)
         self.loss_name = loss
         self.latent_reduction = latent_reduction
+        self.pixel_reduction = pixel_reduction
+        self.step_size = step_size
+        self.second_order = bool(second_order)
         origin = torch.zeros(1, decoder.latent_dim)
         if learn_origin:
             self.init_latent = nn.Parameter(origin)
         else:
             self.register_buffer("init_latent", origin)
+        if step_size != "fixed":  # alpha (k, 1) or (k, d), meta-SGD's learned step sizes
+            width = 1 if step_size == "scalar" else decoder.latent_dim
+            self.step_sizes = nn.Parameter(torch.ones(self.latent_updates, width))
+
+    def alpha(self, i: int) -> torch.Tensor | float:
+        """Step size of latent step i: 1.0, or the learned (1, 1) or (1, d) row."""
+        return 1.0 if self.step_size == "fixed" else self.step_sizes[i : i + 1]
 
     # -- losses --------------------------------------------------------------------------------
     @property
@@ -61,14 +93,16 @@ class GON(nn.Module):
         return act is torch.sigmoid or act is F.sigmoid or isinstance(act, nn.Sigmoid)
 
     def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Loss of each sample, a mean over its pixels and channels: (B, *S, C) -> (B,)."""
+        """Loss of each sample, a mean (or sum) over its pixels and channels: (B, *S, C) -> (B,).
+        """
         if self.loss_name == "bce" and self.sigmoid_logits:
             loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         elif self.loss_name == "bce":
             loss = F.binary_cross_entropy(self.decoder.activate(logits), target, reduction="none")
         else:
             loss = (self.decoder.activate(logits) - target).square()
-        return loss.flatten(1).mean(1)
+        loss = loss.flatten(1)
+        return loss.sum(1) if self.pixel_reduction == "sum" else loss.mean(1)
 
     def inner_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Summed over the batch ("sum": a latent ignores the rest of its batch) or averaged."""
@@ -76,7 +110,7 @@ class GON(nn.Module):
         return per_sample.sum() if self.latent_reduction == "sum" else per_sample.mean()
 
     def outer_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean over batch, pixels and channels."""
+        """Mean over the batch of the per-sample loss (pixel mean, or sum)."""
         return self.per_sample_loss(logits, target).mean()
 
     # -- the gradient origin -------------------------------------------------------------------
@@ -110,11 +144,13 @@ class GON(nn.Module):
         if not z.requires_grad:
             z = z.detach().requires_grad_(True)
         with torch.enable_grad():
-            for _ in range(self.latent_updates):
+            for i in range(self.latent_updates):
                 loss_inner = self.inner_loss(self.decoder.logits(coords, z), target)
                 # eq. 3; create_graph so the outer loss reaches the weights through grad_z
-                (grad,) = torch.autograd.grad(loss_inner, z, create_graph=True)
-                z = z - grad
+                (grad,) = torch.autograd.grad(loss_inner, z, create_graph=self.second_order)
+                if not self.second_order:  # detached: no path from grad_z to the weights
+                    grad = grad.detach()
+                z = z - self.alpha(i) * grad
         return z, loss_inner
 
     def forward(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:

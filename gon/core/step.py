@@ -9,7 +9,8 @@ Three ways to the same gradients, chosen per model (``TrainStep.path`` says whic
 - ``functional``: the step written with ``torch.func``: the latent is ``-grad(inner)(z0)`` and
   the outer gradient ``grad(outer)`` over the parameters. Unlike autograd's double backward this
   form can be compiled with ``torch.compile``.
-- ``affine`` (one latent step from a shared origin, no dropout, one coordinate grid): the
+- ``affine`` (one latent step from a shared origin, no dropout, one coordinate grid; any step
+  size alpha, and detached too, z = z0 - alpha * J^T r / M): the
   inner gradient of sample b is J^T r(x_b) / M, with J = d logits / dz at the origin, the same
   for every image, and r the loss's gradient w.r.t. the logits, elementwise affine in the
   target for BCE and MSE. The batch's latents are then one product R J (R: (B, M)). Since the
@@ -72,14 +73,22 @@ def functional_losses(
     def logits(z: torch.Tensor, c: torch.Tensor = coords) -> torch.Tensor:  # (B, d) -> (B, *S, C)
         return functional_call(view, dec_state, (c, z))
 
+    steps = state.get("step_sizes")  # (k, 1) or (k, d) when learned
+
+    def alpha(i: int) -> torch.Tensor | float:
+        return 1.0 if steps is None else steps[i : i + 1]
+
     if affine:
-        z, loss_inner = affine_latents(model, logits, coords, target, state["init_latent"])
+        z, loss_inner = affine_latents(model, logits, coords, target, state["init_latent"],
+                                       alpha(0))
     else:
         z = state["init_latent"].expand(target.shape[0], -1)  # (B, d): the origin
-        for _ in range(model.latent_updates):
+        for i in range(model.latent_updates):
             # eq. 3 in torch.func form: grad is differentiable w.r.t. the closed-over weights
             g, loss_inner = grad_and_value(lambda v: model.inner_loss(logits(v), target))(z)
-            z = z - g
+            if not model.second_order:  # detached: no path from grad_z to the weights
+                g = g.detach()
+            z = z - alpha(i) * g
     return model.outer_loss(logits(z), target), loss_inner
 
 
@@ -117,6 +126,11 @@ class TrainStep:
             raise ValueError(
                 f"TrainStep: compile_mode={compile_mode!r} needs compile=True "
                 "(train.compile=true)"
+            )
+        if model.amortised and (path in ("functional", "affine") or compile):
+            raise ValueError(
+                "TrainStep: an amortised encoder (autoencoder) trains on path='autograd' "
+                f"only, uncompiled; got path={path!r}, compile={compile}"
             )
         affine = affine_applies(model, coords)
         if path == "affine" and not affine:

@@ -32,10 +32,11 @@ def _metrics(run_dir: Path) -> dict:
     "override",
     # the defaults (siren, none, bce, sum) once, then every other value of each axis
     ["", "block=modulated", "block=relu", "encoding=nerf", "encoding=gaussian", "loss=mse",
-     "latent_reduction=mean"],
+     "latent_reduction=mean", "encoder=detached", "encoder=autoencoder",
+     "encoder=autoencoder_matched", "model.latent_updates=2 model.step_size=per_dim"],
 )
 def test_each_axis_value_trains(tiny_cfg, tmp_path: Path, override: str) -> None:
-    objective = train(tiny_cfg(*filter(None, [override])))
+    objective = train(tiny_cfg(*override.split()))
     assert math.isfinite(objective)
     run = tmp_path / "run"
     metrics = _metrics(run)

@@ -228,9 +228,10 @@ def build_encoder(cfg: DictConfig, image_shape: tuple[int, int, int],
 def build_autoencoder(cfg: DictConfig, channels: int, image_size: tuple[int, int],
                       in_dim: int = 2) -> Autoencoder:
     """encoder=autoencoder: E (width encoder.hidden_dim, null = model.hidden_dim) in front of
-    the GON's decoder (so more parameters than the GON). encoder=autoencoder_matched: encoder
-    and decoder narrowed to one common width, the one whose total is nearest the GON's (within
-    MATCH_TOLERANCE, else a ConfigError)."""
+    the GON's decoder (so more parameters than the GON). encoder=autoencoder_matched: the
+    decoder narrowed to about half the GON's parameters and the encoder's width chosen so the
+    total is within MATCH_TOLERANCE of the GON's (the decoder width nearest half first, then
+    its neighbours; none fits: a ConfigError)."""
     shape = (*image_size, channels)
     width = cfg.encoder.hidden_dim or cfg.model.hidden_dim
     loss, pixels = cfg.loss.name, cfg.loss.get("pixel_reduction", "mean")
@@ -243,15 +244,29 @@ def build_autoencoder(cfg: DictConfig, channels: int, image_size: tuple[int, int
     if cfg.encoder.name == "autoencoder":
         return make(width, None)
     target = count_params(build_decoder(cfg, channels, in_dim))  # the GON's parameters
-    sizes = {h: count_params(make(h, h)) for h in range(1, cfg.model.hidden_dim + 1)}
-    h = min(sizes, key=lambda k: abs(sizes[k] - target))
-    if abs(sizes[h] - target) > MATCH_TOLERANCE * target:
-        raise ConfigError(
-            f"encoder=autoencoder_matched: no common width matches the GON's {target} "
-            f"parameters within {MATCH_TOLERANCE:.0%} (nearest: width {h}, {sizes[h]}); "
-            "use encoder=autoencoder or another model size"
-        )
-    return make(h, h)
+    widths = range(1, cfg.model.hidden_dim + 1)
+    decoders = {h: count_params(build_decoder(cfg, channels, in_dim, h)) for h in widths}
+
+    def encoder_width(budget: int) -> tuple[int, int]:
+        """(width, parameters) of the encoder nearest `budget` (they grow with the width)."""
+        size = {}
+        lo, hi = 1, 8 * cfg.model.hidden_dim
+        while lo < hi:  # bisect for the first width at or above the budget
+            mid = (lo + hi) // 2
+            size[mid] = count_params(build_encoder(cfg, shape, mid))
+            lo, hi = (mid + 1, hi) if size[mid] < budget else (lo, mid)
+        near = {h: count_params(build_encoder(cfg, shape, h)) for h in {lo, max(1, lo - 1)}}
+        return min(near.items(), key=lambda kv: abs(kv[1] - budget))
+
+    # the decoder nearest half the budget first (a balanced split), then its neighbours
+    for dec in sorted(widths, key=lambda h: abs(decoders[h] - target / 2)):
+        enc, n_enc = encoder_width(target - decoders[dec])
+        if abs(decoders[dec] + n_enc - target) <= MATCH_TOLERANCE * target:
+            return make(enc, dec)
+    raise ConfigError(
+        f"encoder=autoencoder_matched: no encoder and decoder widths match the GON's {target} "
+        f"parameters within {MATCH_TOLERANCE:.0%}; use encoder=autoencoder or another model size"
+    )
 
 
 def build_model(cfg: DictConfig, channels: int, in_dim: int = 2,

@@ -20,7 +20,8 @@ SEED = "seed"  # the replicate key: one run per seed and variant; a swept param 
 # the latent's encoder (GON or a baseline); in the name only when it is not the default, so the
 # names (and report keys) of gradient-origin variants stay e.g. none-siren-bce-sum
 ENCODER_AXIS, DEFAULT_ENCODER = "encoder", "gradient_origin"
-RUN_AXES = ("dataset", *AXES, ENCODER_AXIS)  # identify a run's variant across sweeps (tags, resume)
+# what identifies a run's variant across sweeps (tags, resume)
+RUN_AXES = ("dataset", *AXES, ENCODER_AXIS)
 
 
 def encoder_choice(cfg: DictConfig | dict[str, Any]) -> str:

@@ -33,14 +33,17 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # what a stage's code is: its entry modules, with everything of this repo they import
 ENTRY = {"sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
                    "hydra_plugins.gon_sweeper._impl"],
-         "evaluate": ["gon.evaluate"]}
+         "evaluate": ["gon.evaluate"], "claims": ["gon.claims"]}
 # a shrunk pipeline: 4 variants (encoding and loss fixed), tiny models, a few steps
 TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 "
               "train.batch_size=32 train.log_every=5 eval.num_images=64 eval.fit_images=128")
 TINY_PARAMS = {"datasets": ["digits"],
                "sweep": {"dataset": "digits", "seeds": 2, "max_steps": 20, "launcher": "joblib",
                          "n_jobs": 2, "overrides": TINY_SWEEP},
-               "evaluate": {"probe_images": 200, "grid_rows": 4}}
+               "evaluate": {"probe_images": 200, "grid_rows": 4},
+               "claims": {"dataset": "digits", "steps": 2, "seeds": "0 1", "jobs": 1,
+                          "overrides": "model.hidden_dim=16 model.latent_dim=8 "
+                                       "model.num_layers=2 train.batch_size=16"}}
 
 
 def _sweep_overrides(params: dict) -> list[str]:
@@ -56,8 +59,10 @@ def test_params_are_pipeline_knobs_only() -> None:
     assert PARAMS["sweep"]["dataset"] in PARAMS["datasets"]  # fetched before it is trained on
     for knob in PARAMS["sweep"]:
         assert f"${{sweep.{knob}}}" in STAGES["sweep"]["cmd"]
-    for knob in PARAMS["evaluate"]:
-        assert f"${{evaluate.{knob}}}" in STAGES["evaluate"]["cmd"]
+    for stage in ("evaluate", "claims"):
+        for knob in PARAMS[stage]:
+            assert f"${{{stage}.{knob}}}" in STAGES[stage]["cmd"]
+    assert PARAMS["claims"]["dataset"] in PARAMS["datasets"]
     validate_config(compose_config(_sweep_overrides(TINY_PARAMS)))
 
 
@@ -86,6 +91,8 @@ def test_deps_keep_tracking_and_evaluation_out_of_training() -> None:
                  "params.yaml"):
         assert not _covered(path, sweep), f"editing {path} would retrain"
     assert STAGES["sweep"]["params"] == ["sweep"] and STAGES["evaluate"]["params"] == ["evaluate"]
+    assert not _covered("gon/app/claims_run.py", sweep) and STAGES["claims"]["params"] == [
+        "claims"]
     assert "outputs/sweep" in STAGES["evaluate"]["deps"] and STAGES["sweep"]["outs"] == [
         "outputs/sweep"]
 
@@ -151,10 +158,15 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
         for grid in GRIDS:
             png = np.asarray(Image.open(repo / "reports" / "images" / name / f"{grid}.png"))
             assert png.std() > 0, f"{name}/{grid}.png is blank"
-    assert (repo / "reports" / "index.html").exists()
     assert len(list((repo / "reports" / "curves").glob("*.csv"))) == 4
     curves = (repo / "reports" / "val_curves.csv").read_text().splitlines()
     assert len(curves) == 1 + 4 * 6  # 4 variants x 6 budgets (20 steps: 3, 7, 10, 13, 17, 20)
+    claims = json.loads((repo / "reports" / "claims.json").read_text())
+    assert claims["setup"]["seeds"] == [0, 1] and claims["entries"]
+    page = (repo / "reports" / "index.html").read_text()
+    assert 'id="claims"' in page and all(e["statement"] in page for e in claims["entries"])
+    (claims_run,) = (repo / "reports" / "claims_wandb" / "wandb").glob("offline-run-*")
+    assert read_run(claims_run)["run"]["job_type"] == "claims"
 
     study = json.loads((repo / "outputs" / "sweep" / "study.json").read_text())["study_name"]
     runs = [read_run(d) for d in (repo / "reports" / "wandb").glob("offline-run-*")]

@@ -28,6 +28,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from gon.app.claims import CLAIMS_FILE, load_claims, render_section
 from gon.app.compare import METRICS, Comparison, VariantSummary, compare
 from gon.app.metrics import save_png
 from gon.app.report_html import CAPTIONS, GRIDS, render_html
@@ -88,7 +89,8 @@ def write_report(runs: list[Variant], reports_dir: Path) -> Comparison:
             path = reports_dir / "images" / s.name / f"{grid}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_png(array, path)
-    (reports_dir / "index.html").write_text(render_html(comp))
+    claims = render_section(load_claims(reports_dir / CLAIMS_FILE))  # the claims stage's table
+    (reports_dir / "index.html").write_text(render_html(comp, claims))
     return comp
 
 

@@ -152,18 +152,19 @@ def budgets_table(comp: Comparison) -> str:
             "(a pair counts when a significant gap separates it at both budgets):</p>" + change)
 
 
-def render_html(comp: Comparison) -> str:
-    """The whole page."""
+def render_html(comp: Comparison, claims: str = "") -> str:
+    """The whole page; `claims` is the claims table's section (gon.app.claims.render_section)."""
     m, higher = comp.metric, comp.higher
     head = "".join(f"<th>{h}</th>" for h in ("place", "variant", "n", *METRICS, "vs next",
-                                              "steps"))
+                                              "steps", "params"))
     rows = []
     for s in comp.variants:
         cells = [f"<td>{_place(s.rank)}</td>", f'<td><a href="#{s.name}">{html.escape(s.name)}'
                  f"</a></td>", f"<td>{len(s.runs)}</td>",
                  *(f"<td>{_cell(s.stats.get(k))}</td>" for k in METRICS),
                  _mark(s.rank.p_next, s.rank.significant_next) if s is not comp.variants[-1]
-                 else "<td></td>", f"<td>{s.runs[0].metrics.get('steps', '')}</td>"]
+                 else "<td></td>", f"<td>{s.runs[0].metrics.get('steps', '')}</td>",
+                 f"<td>{s.runs[0].metrics.get('params', '')}</td>"]
         cls = ' class="best"' if s.rank.place == 1 else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     sections = []
@@ -184,6 +185,7 @@ def render_html(comp: Comparison) -> str:
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
              "tr.best{background:#dfd}td.sig{color:#060}td.tie{color:#999}"
+             "tr.holds{background:#dfd}tr.does_not_hold{background:#fdd}"
              ".figs{display:flex;flex-wrap:wrap;gap:12px}"
              "img{image-rendering:pixelated}figure{margin:0}")
     leaders = ", ".join(s.name for s in comp.variants if s.rank.place == 1)
@@ -197,4 +199,4 @@ def render_html(comp: Comparison) -> str:
             f"<table><tr>{head}</tr>{''.join(rows)}</table>"
             f'<h2>Test {m}</h2>{svg_bars(comp)}<h2>Validation PSNR during training</h2>'
             f"{svg_curves(comp)}<h2>Ranking at every budget (validation PSNR)</h2>"
-            f"{budgets_table(comp)}<h2>Variants</h2>{''.join(sections)}</body></html>\n")
+            f"{budgets_table(comp)}{claims}<h2>Variants</h2>{''.join(sections)}</body></html>\n")

@@ -1,0 +1,80 @@
+"""Test PSNR of GON configurations at a step budget and at the baseline's training time, side
+by side in one run (issue 13's quality targets).
+
+    python benchmarks/quality.py                      # baseline + experiment=digits_best
+    python benchmarks/quality.py --steps 1000 --seeds 0 1 2 \\
+        --candidate "block=modulated model.latent_updates=3 model.step_size=per_dim"
+
+The baseline (default: `block=modulated`, one fixed step, the closed-form path) trains first;
+its mean training time over the seeds (the clock runs only while training, not while starting
+up or evaluating) is the time budget every candidate then gets. Each candidate trains until it
+has done --steps steps and spent that time, and is scored at both points: mean test PSNR over
+the seeds (and the t-interval, gon.app.claims.t_interval) at --steps, and at the time budget.
+Timings are only comparable within one run; say the machine's load (`uptime`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from gon.app.builders import load_images
+from gon.app.claims import t_interval
+from gon.app.trials import run_trial
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def config(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF)):
+        return compose("config", overrides=["logger=none", "device=cpu", *overrides])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--baseline", default="block=modulated")
+    p.add_argument("--candidate", action="append", help="Hydra overrides, space-separated "
+                   "(repeatable); default: experiment=digits_best")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"load: {os.getloadavg()[0]:.1f} (1-min average), torch threads "
+          f"{torch.get_num_threads()}")
+    base_cfg = config(args.baseline.split())
+    train, test = load_images(base_cfg, torch.device("cpu"))
+
+    def trials(overrides: str, seconds: float | None) -> list[dict]:
+        return [run_trial(config([*overrides.split(), f"seed={s}"]), train, test, args.steps,
+                          seconds) for s in args.seeds]
+
+    def line(name: str, rows: list[dict], key: str) -> str:
+        psnr = [r[key]["psnr"] for r in rows]
+        lo, hi = t_interval(psnr)
+        steps = statistics.mean(r[key]["step"] for r in rows)
+        secs = statistics.mean(r[key]["seconds"] for r in rows)
+        return (f"{name:<70s} {key:<8s} psnr {statistics.mean(psnr):6.2f} dB "
+                f"[{lo:6.2f}, {hi:6.2f}]  steps {steps:7.0f}  train {secs:6.1f} s  "
+                f"params {rows[0]['params']}  path {rows[0]['path']}")
+
+    base = trials(args.baseline, None)
+    budget = statistics.mean(r["at_steps"]["seconds"] for r in base)
+    print(line(f"baseline: {args.baseline}", base, "at_steps"))
+    print(f"time budget: {budget:.2f} s of training (the baseline's {args.steps} steps)")
+    for cand in args.candidate or ["experiment=digits_best"]:
+        rows = trials(cand, budget)
+        print(line(cand, rows, "at_steps"))
+        print(line(cand, rows, "at_time"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The GON claims table: what is compared, the interval, the verdict rule, the page section.
+
+Each claim compares a *contender* with a *baseline* trained with the same seeds (trial names
+of ``TRIALS``, run by gon.app.claims_run) at two budgets: equal steps and equal training
+time. Per seed it takes a figure of merit in the claimed direction (bigger = the contender
+is better):
+- ``mse_ratio``: test MSE of the baseline / test MSE of the contender (interval on the log);
+- ``gain_db``: test PSNR of the contender - test PSNR of the baseline, in dB;
+- ``batch_dependence``: the largest relative change of a latent between encoding an image
+  alone and inside a batch of 64 (the contender's; the baseline's for contrast).
+The verdict rule (``verdict``), the same for every claim: the two-sided 95 % Student-t
+interval of the mean over seeds (of log(ratio) for ratios) excludes the null value (1 for
+ratios, 0 dB for gains) on the claimed side -> ``holds``; on the other side ->
+``does_not_hold``; otherwise (or with fewer than 2 seeds) ``inconclusive``. For
+batch_dependence: the contender's largest dependence <= ``BATCH_TOL`` and the baseline's
+smallest above it -> holds; the contender's above it -> does_not_hold; else inconclusive.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+CLAIMS_FILE = "claims.json"
+LEVEL = 0.95
+BATCH_TOL = 1e-4  # float32 rounding of a latent is ~1e-7 relative; a batch effect is ~1
+BUDGETS = ("steps", "time")
+VERDICTS = ("holds", "does_not_hold", "inconclusive")
+KS = (2, 3, 5)  # claim e: k latent steps against one
+# trial name -> overrides of the embedded default config (digits, SIREN, BCE, sum, one step)
+TRIALS: dict[str, list[str]] = {
+    "gon": [],
+    "detached": ["encoder=detached"],
+    "mean": ["latent_reduction=mean"],
+    "autoencoder": ["encoder=autoencoder"],
+    "autoencoder_matched": ["encoder=autoencoder_matched"],
+    "modulated_matched": ["block=modulated"],  # hidden_dim solved to the GON's parameters
+    "k1_learned": ["model.step_size=per_dim"],
+    **{f"k{k}_{s}": [f"model.latent_updates={k}", f"model.step_size={step}"]
+       for k in KS for s, step in (("fixed", "fixed"), ("learned", "per_dim"))},
+}
+# (claim, name, contender, baseline, measure, statement, anchor figure)
+COMPARISONS: list[tuple[str, str, str, str, str, str, str]] = [
+    ("a", "second_order", "gon", "detached", "mse_ratio",
+     "the second-order path matters: cutting it (detached latents) raises the test MSE",
+     "Julia port, official conv-GON, MNIST 32x32: detached 1.5x worse at epoch 1, 3.2x at 5, "
+     "17x at 500"),
+    ("b", "sum_removes_batch_bias", "gon", "mean", "batch_dependence",  # after `steps`
+     "a latent loss summed over the batch makes a latent independent of its batch",
+     "gon-pytorch README: the mean biases latents by the batch size (no figure)"),
+    ("b", "sum_learns_faster", "gon", "mean", "mse_ratio",
+     "the summed latent loss learns faster than the mean (official) one",
+     "no published figure"),
+    ("c", "gon_vs_autoencoder", "gon", "autoencoder", "mse_ratio",
+     "GON reconstructs better than an autoencoder with the same decoder (twice its parameters)",
+     "paper: lower error than autoencoders with half the parameters; Julia port: the AE 1.2x "
+     "worse at epoch 1, 1.65x at 5, better after ~100 epochs"),
+    ("c", "gon_vs_autoencoder_matched", "gon", "autoencoder_matched", "mse_ratio",
+     "GON reconstructs better than an autoencoder with as many parameters",
+     "paper: lower error than autoencoders with half the parameters"),
+    ("d", "modulated_vs_siren", "modulated_matched", "gon", "mse_ratio",
+     "a modulated SIREN reconstructs better than a concatenated SIREN of equal parameters",
+     "Mehta et al. 2021 (no GON figure)"),
+    ("e", "k1_learned_vs_one_step", "k1_learned", "gon", "gain_db",
+     "a learned per-dimension step size (meta-SGD) gains over the fixed step",
+     "COIN++ CIFAR-10: 3 -> 10 inner steps add 0.29-0.61 dB"),
+    *[("e", f"k{k}_{s}_vs_one_step", f"k{k}_{s}", "gon", "gain_db",
+       f"{k} latent steps ({s} step sizes) gain over one step",
+       "COIN++ CIFAR-10: 3 -> 10 inner steps add 0.29-0.61 dB")
+      for k in KS for s in ("fixed", "learned")],
+]
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """The two-sided Student-t interval of the mean of ``values``; (nan, nan) below 2 values."""
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    mean = statistics.fmean(values)
+    return float(mean - half), float(mean + half)
+
+
+def verdict(lo: float, hi: float, null: float) -> str:
+    """holds if the interval lies above `null` (the claimed side), does_not_hold if below."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive"
+    return "holds" if lo > null else "does_not_hold" if hi < null else "inconclusive"
+
+
+def batch_verdict(contender: Sequence[float], baseline: Sequence[float]) -> str:
+    if max(contender) > BATCH_TOL:
+        return "does_not_hold"
+    return "holds" if min(baseline) > BATCH_TOL else "inconclusive"
+
+
+def compare(measure: str, contender: list[dict], baseline: list[dict]) -> dict[str, Any]:
+    """Per-seed figures (rows: one per seed, same order) -> values, mean, ci95, verdict."""
+    if measure == "batch_dependence":
+        values = [r["batch_dependence"] for r in contender]
+        base = [r["batch_dependence"] for r in baseline]
+        return {"values": values, "baseline_values": base, "mean": max(values), "ci95": None,
+                "verdict": batch_verdict(values, base)}
+    if measure == "mse_ratio":
+        values = [b["mse"] / c["mse"] for c, b in zip(contender, baseline, strict=True)]
+        lo, hi = t_interval([math.log(v) for v in values])
+        mean = math.exp(statistics.fmean(math.log(v) for v in values))  # geometric mean
+        return {"values": values, "mean": mean, "ci95": [math.exp(lo), math.exp(hi)],
+                "verdict": verdict(lo, hi, 0.0)}
+    if measure == "gain_db":
+        values = [c["psnr"] - b["psnr"] for c, b in zip(contender, baseline, strict=True)]
+        lo, hi = t_interval(values)
+        return {"values": values, "mean": statistics.fmean(values), "ci95": [lo, hi],
+                "verdict": verdict(lo, hi, 0.0)}
+    raise ValueError(f"unknown measure {measure!r}; choose mse_ratio, gain_db, batch_dependence")
+
+
+def entries(results: dict[str, list[dict]], seeds: list[int]) -> list[dict[str, Any]]:
+    """The claims table from the trials' results: results[trial] is one row per seed, each
+    {"params", "batch_dependence", "at_steps": {step, seconds, mse, psnr}, "at_time": {..}}."""
+    out = []
+    for claim, name, cont, base, measure, statement, anchor in COMPARISONS:
+        budgets = ("final",) if measure == "batch_dependence" else BUDGETS
+        for budget in budgets:
+            key = "at_steps" if budget in ("steps", "final") else "at_time"
+            rows_c = [r[key] | {"batch_dependence": r.get("batch_dependence")}
+                      for r in results[cont]]
+            rows_b = [r[key] | {"batch_dependence": r.get("batch_dependence")}
+                      for r in results[base]]
+            figures = {who: {k: [r[k] for r in rows] for k in ("step", "seconds", "mse", "psnr")}
+                       for who, rows in (("contender", rows_c), ("baseline", rows_b))}
+            out.append({
+                "id": f"{claim}.{name}@{budget}", "claim": claim, "name": name,
+                "statement": statement, "budget": budget, "contender": cont, "baseline": base,
+                "measure": measure, "seeds": seeds, "n": len(seeds),
+                "params": {"contender": results[cont][0]["params"],
+                           "baseline": results[base][0]["params"]},
+                **compare(measure, rows_c, rows_b), "figures": figures, "anchor": anchor,
+            })
+    return out
+
+
+def load_claims(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if isinstance(x, float) and math.isfinite(x) else str(x)
+
+
+def render_section(claims: dict[str, Any] | None) -> str:
+    """The claims table as an HTML section for reports/index.html ("" without claims)."""
+    if not claims:
+        return ""
+    s = claims["setup"]
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "budget", "contender vs baseline",
+                                              "params", "measure", "mean [95% CI]", "per seed",
+                                              "verdict", "anchor"))
+    rows = []
+    for e in claims["entries"]:
+        if e["ci95"] is None:  # batch_dependence: the largest, against the baseline's smallest
+            summary = (f"max {_fmt(e['mean'])} (baseline min {_fmt(min(e['baseline_values']))},"
+                       f" tolerance {BATCH_TOL:g})")
+        else:
+            summary = f"{_fmt(e['mean'])} [{_fmt(e['ci95'][0])}, {_fmt(e['ci95'][1])}]"
+        cells = [f"{e['claim']}: {e['statement']}", e["budget"],
+                 f"{e['contender']} vs {e['baseline']}",
+                 f"{e['params']['contender']} / {e['params']['baseline']}", e["measure"],
+                 summary,
+                 ", ".join(_fmt(v) for v in e["values"]), e["verdict"], e["anchor"]]
+        rows.append(f'<tr class="{e["verdict"]}">'
+                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return (f'<h2 id="claims">Claims</h2><p>{html.escape(s["dataset"])}, seeds {s["seeds"]}, '
+            f'{s["steps"]} steps; equal time: {s["time_budget_s"]:.2f} s of training each '
+            f'(the GON\'s {s["steps"]} steps). {html.escape(s["rule"])}</p>'
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>")

@@ -1,0 +1,181 @@
+"""`python -m gon.claims` (the DVC `claims` stage): train the claims' trials, write the table.
+
+    python -m gon.claims                                  # digits, 3 seeds, 100 steps, 2 jobs
+    python -m gon.claims --dataset mnist --steps 1000     # once data/prepared/mnist exists
+
+Every trial of gon.app.claims.TRIALS is trained for each seed, in --jobs worker processes of
+one torch thread each (start-up and evaluation are not timed). The GON trials run first: their
+mean training time for --steps steps is the equal-time budget of all the others. Writes
+<out>/claims.json ({"setup": ..., "entries": [...]}, see gon.app.claims) and, unless
+--no-wandb, an offline W&B run (job_type=claims) with the table under <out>/claims_wandb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import multiprocessing
+import os
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from gon import GON
+from gon.app.builders import build_model, count_params, load_images
+from gon.app.checkpoint import save_json
+from gon.app.claims import CLAIMS_FILE, LEVEL, TRIALS, entries
+from gon.app.train import CONF_DIR
+from gon.app.trials import run_trial
+
+log = logging.getLogger(__name__)
+RULE = (f"Verdict: the {LEVEL:.0%} t-interval over seeds of the contender's advantage "
+        "(MSE ratio baseline/contender, on the log; or the PSNR gain in dB) lies above 1 / 0 "
+        "-> holds, below -> does_not_hold, else inconclusive.")
+_DATA: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per worker: the loaded images
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        return compose("config", overrides=overrides)
+
+
+def compose_trial(name: str, dataset: str, seed: int, overrides: list[str],
+                  data_dir: str) -> DictConfig:
+    """Trial `name`'s config: the embedded default, `overrides`, the trial's own overrides."""
+    return compose_config(["logger=none", "device=cpu", f"dataset={dataset}", f"seed={seed}",
+                           f"paths.data_dir={data_dir}", *overrides, *TRIALS[name]])
+
+
+def matched_width(cfg: DictConfig, target: int, channels: int) -> int:
+    """The hidden width whose model has the parameter count nearest `target`."""
+    def size(h: int) -> int:
+        cfg.model.hidden_dim = h
+        return count_params(build_model(cfg, channels=channels))
+
+    return min(range(1, 4 * cfg.model.hidden_dim + 1), key=lambda h: abs(size(h) - target))
+
+
+def batch_dependence(model: GON, coords: torch.Tensor, images: torch.Tensor) -> float:
+    """The largest relative change of a latent (inf-norm) between encoding an image alone and
+    inside this batch (the training-time latents, infer_latents)."""
+    model.eval()
+    inside, _ = model.infer_latents(coords, images)
+    alone = torch.cat([model.infer_latents(coords, x[None])[0] for x in images])
+    change = (inside - alone).abs().amax(1) / alone.abs().amax(1).clamp_min(1e-30)
+    return change.max().item()
+
+
+def _trial(job: tuple[str, DictConfig, int, float | None]) -> tuple[str, int, dict[str, Any]]:
+    name, cfg, steps, seconds = job
+    torch.set_num_threads(1)
+    key = f"{cfg.dataset.name}:{cfg.paths.data_dir}"
+    if key not in _DATA:
+        _DATA[key] = load_images(cfg, torch.device("cpu"))
+    train, test = _DATA[key]
+    probe = train[:64]
+    result = run_trial(cfg, train, test, steps, seconds,
+                       probe=lambda m, c: {"batch_dependence": batch_dependence(m, c, probe)})
+    return name, cfg.seed, result
+
+
+def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides: list[str],
+               data_dir: str) -> dict[str, Any]:
+    """Train every trial for every seed; the claims file's content."""
+    configs = {(n, s): compose_trial(n, dataset, s, overrides, data_dir)
+               for n in TRIALS for s in seeds}
+    channels = 3 if dataset == "cifar10" else 1
+    gon_params = count_params(build_model(configs["gon", seeds[0]], channels=channels))
+    width = matched_width(copy.deepcopy(configs["modulated_matched", seeds[0]]), gon_params,
+                          channels)
+    for s in seeds:
+        configs["modulated_matched", s].model.hidden_dim = width
+    results: dict[str, dict[int, dict]] = {n: {} for n in TRIALS}
+    load = os.getloadavg()[0]
+    threads = torch.get_num_threads()
+    with contextlib.ExitStack() as stack:
+        if jobs > 1:  # fresh processes (spawn): no threads or CUDA state inherited
+            pool = stack.enter_context(ProcessPoolExecutor(
+                max_workers=jobs, mp_context=multiprocessing.get_context("spawn")))
+            run = pool.map
+        else:  # in this process, one thread as in the workers
+            stack.callback(torch.set_num_threads, threads)
+            run = map
+        for name, seed, r in run(_trial, [("gon", configs["gon", s], steps, None)
+                                          for s in seeds]):
+            results[name][seed] = r
+        budget = statistics.fmean(r["at_steps"]["seconds"] for r in results["gon"].values())
+        for r in results["gon"].values():  # the GON at its own time budget: its step budget
+            r["at_time"] = r["at_steps"]
+        rest = [(n, configs[n, s], steps, budget) for n in TRIALS if n != "gon" for s in seeds]
+        for name, seed, r in run(_trial, rest):
+            results[name][seed] = r
+            log.info("%s seed %d: %.2f dB at %d steps, %.2f dB at %.1f s", name, seed,
+                     r["at_steps"]["psnr"], steps, r["at_time"]["psnr"], budget)
+    rows = {n: [results[n][s] for s in seeds] for n in TRIALS}
+    setup = {"dataset": dataset, "steps": steps, "seeds": seeds, "time_budget_s": budget,
+             "jobs": jobs, "threads_per_job": 1, "load_avg_1min_at_start": load,
+             "overrides": overrides, "modulated_matched_hidden_dim": width, "rule": RULE,
+             "trials": {n: TRIALS[n] for n in TRIALS}}
+    return {"setup": setup, "entries": entries(rows, seeds)}
+
+
+def log_wandb(claims: dict[str, Any], out_dir: Path, project: str) -> None:
+    """An offline W&B run (job_type=claims) holding the table, under out_dir."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    import wandb
+
+    columns = ["id", "claim", "budget", "contender", "baseline", "measure", "mean", "ci_low",
+               "ci_high", "n", "verdict", "anchor"]
+    table = wandb.Table(columns=columns)
+    for e in claims["entries"]:
+        lo, hi = e["ci95"] or (None, None)
+        table.add_data(e["id"], e["claim"], e["budget"], e["contender"], e["baseline"],
+                       e["measure"], e["mean"], lo, hi, e["n"], e["verdict"], e["anchor"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with wandb.init(project=project, dir=str(out_dir), job_type="claims", name="claims",
+                    group=f"claims-{claims['setup']['dataset']}", config=claims["setup"],
+                    reinit="finish_previous") as run:
+        run.log({"claims": table})
+        run.summary.update({e["id"]: e["verdict"] for e in claims["entries"]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gon.claims", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (one thread each)")
+    p.add_argument("--overrides", default="", help="Hydra overrides for every trial")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", type=Path, default=Path("reports"))
+    p.add_argument("--no-wandb", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    if args.steps < 1 or args.jobs < 1 or len(args.seeds) < 1:
+        p.error("--steps and --jobs must be >= 1 and --seeds non-empty")
+    claims = run_claims(args.dataset, args.steps, args.seeds, args.jobs,
+                        args.overrides.split(), args.data_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_json(args.out / CLAIMS_FILE, claims)
+    for e in claims["entries"]:
+        log.info("%-45s %-14s %s", e["id"], e["verdict"], e["ci95"])
+    wandb_dir = args.out / "claims_wandb"
+    wandb_dir.mkdir(parents=True, exist_ok=True)  # a DVC out, even without the W&B run
+    if not args.no_wandb:
+        log_wandb(claims, wandb_dir, project=compose_config([]).logger.wandb.project)
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Short in-process training trials, scored at a step budget and at a wall-clock budget.
+
+The claims table (gon.app.claims) and the quality benchmark (benchmarks/quality.py) compare
+variants at equal steps and at equal training time; one trial gives both: it trains until it
+has done ``steps`` steps *and* spent ``seconds`` of training time (the clock stops while it
+evaluates), and scores the test set when it passes each budget.
+
+    cfg = compose_config(["block=modulated"])          # any gon.train config
+    result = run_trial(cfg, train, test, steps=300, seconds=4.0)
+    result["at_steps"]["psnr"], result["at_time"]["steps"], result["params"]
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from gon import GON, TrainStep, make_grid
+from gon.app.builders import build_model, count_params, validate_config
+from gon.app.train import epoch_permutation
+
+
+@torch.no_grad()
+def score(model: GON, coords: torch.Tensor, test: torch.Tensor, train_batch: int) -> dict:
+    """Test MSE (over all pixels) and mean per-image PSNR (dB) of the reconstructions."""
+    was_training = model.training
+    model.eval()
+    try:
+        z = model.encode(coords, test, batch_size=256, train_batch=train_batch)
+        recon = torch.cat([model.render(c, tuple(test.shape[1:3])) for c in z.split(256)])
+    finally:
+        model.train(was_training)
+    per_image = (recon.clamp(0, 1) - test).square().flatten(1).mean(1)  # (N,)
+    psnr = (10 * torch.log10(1 / per_image.clamp_min(1e-12))).mean().item()
+    return {"mse": F.mse_loss(recon.clamp(0, 1), test).item(), "psnr": psnr}
+
+
+def run_trial(
+    cfg: DictConfig,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    steps: int,
+    seconds: float | None = None,
+    probe: Callable[[GON, torch.Tensor], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Train cfg's model from seed cfg.seed on ``train`` (N, H, W, C); score ``test`` after
+    ``steps`` steps ("at_steps") and after ``seconds`` of training time ("at_time", when
+    given). Both record the step, the training seconds so far and the test mse/psnr.
+    ``probe(model, coords)``, if given, measures the trained model at the end (merged in)."""
+    validate_config(cfg)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    n, h, w, c = train.shape
+    coords = make_grid(h, w, device=train.device, dtype=train.dtype)
+    model = build_model(cfg, channels=c, image_size=(h, w)).to(train.device)
+    t = cfg.train
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    step_fn = TrainStep(model, coords, path=t.step_path)
+    b = t.batch_size
+    per_epoch = n // b
+    out: dict[str, Any] = {"params": count_params(model), "path": step_fn.path}
+    step, clock, perm = 0, 0.0, None
+    while step < steps or (seconds is not None and clock < seconds):
+        if step % per_epoch == 0:
+            perm = epoch_permutation(n, cfg.seed, step // per_epoch).to(train.device)
+        j = step % per_epoch
+        batch = train[perm[j * b : (j + 1) * b]]
+        tic = time.perf_counter()
+        losses = step_fn(batch)
+        opt.step()
+        loss = losses["loss_outer"].item()  # a sync, so that the clock holds the step's work
+        clock += time.perf_counter() - tic
+        step += 1
+        if not math.isfinite(loss):
+            raise RuntimeError(f"trial diverged at step {step} (loss {loss})")
+        for key, reached in (("at_steps", step >= steps),
+                             ("at_time", seconds is not None and clock >= seconds)):
+            if reached and key not in out:
+                out[key] = {"step": step, "seconds": clock, **score(model, coords, test, b)}
+    return out | (probe(model, coords) if probe is not None else {})

@@ -45,6 +45,8 @@ def main() -> None:
     p.add_argument("--candidate", action="append", help="Hydra overrides, space-separated "
                    "(repeatable); default: experiment=digits_best")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--budget-s", type=float, default=None, help="a time budget given instead "
+                   "of measured (skips the baseline; for scans, not for the targets)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,10 +68,12 @@ def main() -> None:
                 f"[{lo:6.2f}, {hi:6.2f}]  steps {steps:7.0f}  train {secs:6.1f} s  "
                 f"params {rows[0]['params']}  path {rows[0]['path']}")
 
-    base = trials(args.baseline, None)
-    budget = statistics.mean(r["at_steps"]["seconds"] for r in base)
-    print(line(f"baseline: {args.baseline}", base, "at_steps"))
-    print(f"time budget: {budget:.2f} s of training (the baseline's {args.steps} steps)")
+    budget = args.budget_s
+    if budget is None:
+        base = trials(args.baseline, None)
+        budget = statistics.mean(r["at_steps"]["seconds"] for r in base)
+        print(line(f"baseline: {args.baseline}", base, "at_steps"))
+        print(f"time budget: {budget:.2f} s of training (the baseline's {args.steps} steps)")
     for cand in args.candidate or ["experiment=digits_best"]:
         rows = trials(cand, budget)
         print(line(cand, rows, "at_steps"))

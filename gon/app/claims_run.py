@@ -18,8 +18,10 @@ import copy
 import logging
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -100,7 +102,7 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
     for s in seeds:
         configs["modulated_matched", s].model.hidden_dim = width
     results: dict[str, dict[int, dict]] = {n: {} for n in TRIALS}
-    load = os.getloadavg()[0]
+    load, wall = os.getloadavg()[0], time.perf_counter()
     threads = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
         if jobs > 1:  # fresh processes (spawn): no threads or CUDA state inherited
@@ -122,8 +124,12 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
             log.info("%s seed %d: %.2f dB at %d steps, %.2f dB at %.1f s", name, seed,
                      r["at_steps"]["psnr"], steps, r["at_time"]["psnr"], budget)
     rows = {n: [results[n][s] for s in seeds] for n in TRIALS}
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)  # the workers have been joined: their CPU time counts here
+    cpu = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
     setup = {"dataset": dataset, "steps": steps, "seeds": seeds, "time_budget_s": budget,
              "jobs": jobs, "threads_per_job": 1, "load_avg_1min_at_start": load,
+             "wall_s": time.perf_counter() - wall, "cpu_s": cpu,  # cpu_s: of the whole process
              "overrides": overrides, "modulated_matched_hidden_dim": width, "rule": RULE,
              "trials": {n: TRIALS[n] for n in TRIALS}}
     return {"setup": setup, "entries": entries(rows, seeds)}

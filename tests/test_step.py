@@ -72,7 +72,7 @@ def test_fast_paths_match_autograd(kw, path):
 
 def test_auto_path_choice():
     assert TrainStep(build(), make_grid(4, 4)).path == "affine"
-    assert TrainStep(build(updates=2), make_grid(4, 4)).path == "autograd"
+    assert TrainStep(build(updates=2), make_grid(4, 4)).path == "affine"  # first step closed
     dropped = build(dropout=0.1)
     assert TrainStep(dropped, make_grid(4, 4)).path == "autograd"
     in_eval = TrainStep(dropped.eval(), make_grid(4, 4))
@@ -185,7 +185,8 @@ def test_learned_steps_start_as_the_fixed_step(step_size, updates):
     assert alpha.abs().sum() > 0
 
 
-def test_auto_picks_affine_for_learned_one_step_and_refuses_fast_paths_for_autoencoders():
+def test_auto_picks_affine_for_learned_and_detached_steps():
     assert TrainStep(build(step_size="per_dim"), make_grid(4, 4)).path == "affine"
     assert TrainStep(build(second_order=False), make_grid(4, 4)).path == "affine"
-    assert TrainStep(build(step_size="scalar", updates=2), make_grid(4, 4)).path == "autograd"
+    assert TrainStep(build(step_size="scalar", updates=2), make_grid(4, 4)).path == "affine"
+    assert TrainStep(build(updates=2, dropout=0.1), make_grid(4, 4)).path == "autograd"

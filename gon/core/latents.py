@@ -1,4 +1,5 @@
-"""The closed-form latent of one gradient step from a shared origin (the "affine" fast path).
+"""The closed-form latent of one gradient step from a shared origin (the "affine" fast path;
+with k > 1 steps it gives the first step, and the others run on autograd from it).
 
 With one latent step from the origin z0, a deterministic decoder and one coordinate grid, the
 inner gradient of sample b is J^T r(x_b) / M: J = d logits / dz at the origin is the same for
@@ -21,10 +22,11 @@ from torch.func import grad, jacrev, vmap
 
 
 def affine_applies(model: nn.Module, coords: torch.Tensor) -> bool:
-    """The latent is an affine map of the image: one step, deterministic decoder, one grid."""
+    """The first latent step is an affine map of the image (a gradient origin, deterministic
+    decoder, one grid): with one step that is the latent; with k > 1 the other k - 1 steps
+    start from it."""
     deterministic = not (model.decoder.dropout and model.training)
-    one_step = not model.amortised and model.latent_updates == 1
-    return one_step and deterministic and coords.shape[0] == 1
+    return not model.amortised and deterministic and coords.shape[0] == 1
 
 
 def _affine_from_jacobian(

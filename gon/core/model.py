@@ -140,11 +140,22 @@ class GON(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z after ``latent_updates`` gradient steps from the origin, and the last inner loss."""
         self.check_shapes(coords, target)
-        z = self.get_init_latent(target.shape[0])
+        return self.latent_steps(coords, target, self.get_init_latent(target.shape[0]))
+
+    def latent_steps(
+        self,
+        coords: torch.Tensor,
+        target: torch.Tensor,
+        z: torch.Tensor,
+        first: int = 0,
+        loss_inner: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps first .. latent_updates-1 from z (B, d) (the closed-form path passes its first
+        step's latent and first=1); (z, the last step's inner loss)."""
         if not z.requires_grad:
             z = z.detach().requires_grad_(True)
         with torch.enable_grad():
-            for i in range(self.latent_updates):
+            for i in range(first, self.latent_updates):
                 loss_inner = self.inner_loss(self.decoder.logits(coords, z), target)
                 # eq. 3; create_graph so the outer loss reaches the weights through grad_z
                 (grad,) = torch.autograd.grad(loss_inner, z, create_graph=self.second_order)
@@ -172,7 +183,8 @@ class GON(nn.Module):
         Samples do not interact otherwise; with "sum" the chunk size does not matter.
         """
         self.check_shapes(coords, target)
-        closed_form = affine_applies(self, coords)  # no autograd graph over the batch needed
+        # one step: the closed form, no autograd graph over the batch needed
+        closed_form = affine_applies(self, coords) and self.latent_updates == 1
         rescale = self.latent_reduction == "mean" and train_batch is not None
         if rescale and not closed_form:
             batch_size = train_batch  # several steps: encode in padded batches of that size

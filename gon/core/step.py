@@ -9,8 +9,9 @@ Three ways to the same gradients, chosen per model (``TrainStep.path`` says whic
 - ``functional``: the step written with ``torch.func``: the latent is ``-grad(inner)(z0)`` and
   the outer gradient ``grad(outer)`` over the parameters. Unlike autograd's double backward this
   form can be compiled with ``torch.compile``.
-- ``affine`` (one latent step from a shared origin, no dropout, one coordinate grid; any step
-  size alpha, and detached too, z = z0 - alpha * J^T r / M): the
+- ``affine`` (a shared origin, no dropout, one coordinate grid; any step size alpha, and
+  detached too, z = z0 - alpha * J^T r / M): the first latent step in closed form (with k > 1
+  steps, the other k - 1 then run as in ``autograd`` from it). The
   inner gradient of sample b is J^T r(x_b) / M, with J = d logits / dz at the origin, the same
   for every image, and r the loss's gradient w.r.t. the logits, elementwise affine in the
   target for BCE and MSE. The batch's latents are then one product R J (R: (B, M)). Since the
@@ -78,17 +79,17 @@ def functional_losses(
     def alpha(i: int) -> torch.Tensor | float:
         return 1.0 if steps is None else steps[i : i + 1]
 
-    if affine:
+    if affine:  # the first step in closed form
         z, loss_inner = affine_latents(model, logits, coords, target, state["init_latent"],
                                        alpha(0))
     else:
         z = state["init_latent"].expand(target.shape[0], -1)  # (B, d): the origin
-        for i in range(model.latent_updates):
-            # eq. 3 in torch.func form: grad is differentiable w.r.t. the closed-over weights
-            g, loss_inner = grad_and_value(lambda v: model.inner_loss(logits(v), target))(z)
-            if not model.second_order:  # detached: no path from grad_z to the weights
-                g = g.detach()
-            z = z - alpha(i) * g
+    for i in range(1 if affine else 0, model.latent_updates):
+        # eq. 3 in torch.func form: grad is differentiable w.r.t. the closed-over weights
+        g, loss_inner = grad_and_value(lambda v: model.inner_loss(logits(v), target))(z)
+        if not model.second_order:  # detached: no path from grad_z to the weights
+            g = g.detach()
+        z = z - alpha(i) * g
     return model.outer_loss(logits(z), target), loss_inner
 
 
@@ -135,7 +136,7 @@ class TrainStep:
         affine = affine_applies(model, coords)
         if path == "affine" and not affine:
             raise ValueError(
-                "TrainStep: path='affine' needs latent_updates=1, no dropout and "
+                "TrainStep: path='affine' needs a gradient origin, no dropout and "
                 "one coordinate grid shared by the batch"
             )
         if path == "auto":
@@ -177,6 +178,7 @@ class TrainStep:
             self._check_affine()
             self.model.check_shapes(self.coords, target)
             z, loss_inner = affine_latents_autograd(self.model, self.coords, target)
+            z, loss_inner = self.model.latent_steps(self.coords, target, z, 1, loss_inner)
             loss_outer = self.model.outer_loss(self.model.decoder.logits(self.coords, z), target)
         else:
             _, loss_inner, loss_outer = gon_step(self.model, self.coords, target)

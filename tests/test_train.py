@@ -79,6 +79,13 @@ BAD = {
     "train.step_path=affine model.dropout=0.2": "path='affine' needs",
     "encoding=nerf encoding.n=0": "encoding.n",
     "encoding=gaussian encoding.sigma=0": "encoding.sigma",
+    "model.step_size=huge": "model.step_size.*fixed, scalar, per_dim",
+    "model.final_activation=tanh": "model.final_activation.*sigmoid, none",
+    "loss.pixel_reduction=max": "loss.pixel_reduction.*mean, sum",
+    "train.weight_decay=-1": "train.weight_decay", "train.step_size_lr=0": "train.step_size_lr",
+    "encoder=autoencoder encoder.net=rnn": "encoder.net.*auto, mlp, conv",
+    "encoder=autoencoder train.step_path=affine": "autograd",
+    "encoder=autoencoder_matched model.hidden_dim=2": "autoencoder_matched",
     # every bad value in one message
     "train.lr=-1 model.latent_dim=0": "train.lr.*model.latent_dim|model.latent_dim.*train.lr",
 }

@@ -81,6 +81,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         (lambda v: v in PIXEL_REDUCTIONS), ", ".join(PIXEL_REDUCTIONS)
     ),
     "train.weight_decay": ((lambda v: _is_num(v) and v >= 0), "a number >= 0"),
+    "train.step_size_lr": ((lambda v: v is None or (_is_num(v) and v > 0)), "null or > 0"),
     "model.dropout": ((lambda v: _is_num(v) and 0 <= v < 1), "a number in [0, 1)"),
     "train.max_steps": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
@@ -288,3 +289,15 @@ def build_model(cfg: DictConfig, channels: int, in_dim: int = 2,
         step_size=m.get("step_size", "fixed"),
         second_order=encoder != "detached",
     )
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Adam:
+    """Adam (train.lr, train.weight_decay); learned step sizes at train.step_size_lr if set
+    (meta-SGD's alphas start at 1 and move about lr per step: 1e-3 leaves them near 1)."""
+    t = cfg.train
+    alpha_lr = t.get("step_size_lr")
+    steps = [p for n, p in model.named_parameters() if n == "step_sizes"]
+    rest = [p for n, p in model.named_parameters() if n != "step_sizes"]
+    groups = [{"params": rest}] + ([{"params": steps, "lr": alpha_lr}] if steps and alpha_lr
+                                   else [{"params": steps}] if steps else [])
+    return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)

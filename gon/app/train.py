@@ -31,7 +31,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gon import TrainStep, make_grid
-from gon.app.builders import ConfigError, build_model, load_images, resolve_device, validate_config
+from gon.app.builders import (
+    ConfigError,
+    build_model,
+    build_optimizer,
+    load_images,
+    resolve_device,
+    validate_config,
+)
 from gon.app.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -143,8 +150,7 @@ class _Job:
         self.val, self.fit = val[: cfg.eval.num_images], self.images[: cfg.eval.fit_images]
         self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
         self.model = build_model(cfg, channels=c, image_size=(h, w)).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr,
-                                          weight_decay=self.t.weight_decay)
+        self.optimizer = build_optimizer(cfg, self.model)
         self.step, self.best, self.last_train = 0, None, {}
         self.history: list[dict[str, float]] = []  # step + train losses, for the curves
         self.val_curve: list[dict[str, float]] = []  # step + val/* at the curve points

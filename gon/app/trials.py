@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from gon import GON, TrainStep, make_grid
-from gon.app.builders import build_model, count_params, validate_config
+from gon.app.builders import build_model, build_optimizer, count_params, validate_config
 from gon.app.train import epoch_permutation
 
 
@@ -63,7 +63,7 @@ def run_trial(
     coords = make_grid(h, w, device=train.device, dtype=train.dtype)
     model = build_model(cfg, channels=c, image_size=(h, w)).to(train.device)
     t = cfg.train
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = build_optimizer(cfg, model)
     step_fn = TrainStep(model, coords, path=t.step_path)
     b = t.batch_size
     per_epoch = n // b

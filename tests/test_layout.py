@@ -125,7 +125,8 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 MODULES = _modules()
 LAYER = {"gon.core": 0, "gon": 0, "gon.app": 1, "gon.train": 1, "gon.evaluate": 1,
-         "gon.sweep": 1, "gon.workspace": 1, "pipelines": 1, "hydra_plugins": 2}
+         "gon.sweep": 1, "gon.workspace": 1, "gon.claims": 1, "pipelines": 1,
+         "hydra_plugins": 2}
 
 
 def _layer(module: str) -> int:

@@ -6,8 +6,9 @@ by side in one run (issue 13's quality targets).
         --candidate "block=modulated model.latent_updates=3 model.step_size=per_dim"
 
 The baseline (default: `block=modulated`, one fixed step, the closed-form path) trains first;
-its mean training time over the seeds (the clock runs only while training, not while starting
-up or evaluating) is the time budget every candidate then gets. Each candidate trains until it
+its mean training time over the seeds (gon.app.trials.CLOCK, the process's CPU time: not
+start-up or evaluation; use --threads 1, so that it is the wall time on an idle core) is the
+time budget every candidate then gets. Each candidate trains until it
 has done --steps steps and spent that time, and is scored at both points: mean test PSNR over
 the seeds (and the t-interval, gon.app.claims.t_interval) at --steps, and at the time budget.
 Timings are only comparable within one run; say the machine's load (`uptime`).

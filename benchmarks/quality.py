@@ -41,6 +41,9 @@ def config(overrides: list[str]):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--baseline-steps", type=int, default=None,
+                   help="the baseline's steps, which set the time budget (default: --steps; "
+                   "--steps 1 then scores the candidates at the time budget only)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--baseline", default="block=modulated")
     p.add_argument("--candidate", action="append", help="Hydra overrides, space-separated "
@@ -56,8 +59,8 @@ def main() -> None:
     base_cfg = config(args.baseline.split())
     train, test = load_images(base_cfg, torch.device("cpu"))
 
-    def trials(overrides: str, seconds: float | None) -> list[dict]:
-        return [run_trial(config([*overrides.split(), f"seed={s}"]), train, test, args.steps,
+    def trials(overrides: str, seconds: float | None, steps: int = args.steps) -> list[dict]:
+        return [run_trial(config([*overrides.split(), f"seed={s}"]), train, test, steps,
                           seconds) for s in args.seeds]
 
     def line(name: str, rows: list[dict], key: str) -> str:
@@ -71,10 +74,11 @@ def main() -> None:
 
     budget = args.budget_s
     if budget is None:
-        base = trials(args.baseline, None)
+        base_steps = args.baseline_steps or args.steps
+        base = trials(args.baseline, None, base_steps)
         budget = statistics.mean(r["at_steps"]["seconds"] for r in base)
         print(line(f"baseline: {args.baseline}", base, "at_steps"))
-        print(f"time budget: {budget:.2f} s of training (the baseline's {args.steps} steps)")
+        print(f"time budget: {budget:.2f} s of training (the baseline's {base_steps} steps)")
     for cand in args.candidate or ["experiment=digits_best"]:
         rows = trials(cand, budget)
         print(line(cand, rows, "at_steps"))

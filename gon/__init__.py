@@ -12,6 +12,7 @@ from gon.core.blocks import (
     SirenLinear,
     Swish,
 )
+from gon.core.bounds import likelihood_bounds
 from gon.core.coords import get_xy_grid, make_grid
 from gon.core.decoder import ImplicitDecoder, Modulator
 from gon.core.encoders import Autoencoder, ConvEncoder, MLPEncoder
@@ -24,6 +25,7 @@ from gon.core.encoding import (
 from gon.core.model import GON
 from gon.core.sampling import fit_gaussian, slerp
 from gon.core.step import TrainStep, gon_step
+from gon.core.variational import GaussianHeads, VariationalGON
 
 __all__ = [
     "Autoencoder",
@@ -31,6 +33,7 @@ __all__ = [
     "ConvEncoder",
     "CoordinateEncoding",
     "GON",
+    "GaussianHeads",
     "GaussianFourierFeatureTransform",
     "IdentityPositionalEncoding",
     "ImplicitDecoder",
@@ -44,9 +47,11 @@ __all__ = [
     "SirenLinear",
     "Swish",
     "TrainStep",
+    "VariationalGON",
     "fit_gaussian",
     "get_xy_grid",
     "gon_step",
+    "likelihood_bounds",
     "make_grid",
     "slerp",
 ]

@@ -31,6 +31,7 @@ from gon import (
     LinearBlockFactory,
     NeRFPositionalEncoding,
     SirenBlockFactory,
+    VariationalGON,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +86,26 @@ def make_gon(
     return GON(dec, latent_updates=updates, learn_origin=learn_origin, loss=loss,
                latent_reduction=reduction, step_size=step_size, second_order=second_order,
                pixel_reduction=pixel_reduction).to(dtype)
+
+
+def make_vgon(
+    encoding: str = "none",
+    block: str = "siren",
+    reduction: str = "sum",
+    latent_dim: int = 8,
+    hidden: int = 16,
+    layers: int = 3,
+    w0: float = 30.0,
+    kl_weight: float = 1.0,
+    kl_warmup_steps: int = 0,
+    dtype: torch.dtype = torch.float32,
+    seed: int | None = None,
+) -> VariationalGON:
+    """A small variational GON on the decoder ``make_gon`` builds (one channel)."""
+    decoder = make_gon(encoding, block, latent_dim=latent_dim, hidden=hidden, layers=layers,
+                       w0=w0, seed=seed).decoder
+    return VariationalGON(decoder, latent_reduction=reduction, kl_weight=kl_weight,
+                          kl_warmup_steps=kl_warmup_steps).to(dtype)
 
 
 def subprocess_env(tmp_path: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from wandb_reader import read_run
 
 from gon.app.builders import ConfigError, load_images
 from gon.app.checkpoint import CheckpointError
-from gon.app.train import DivergenceError, train
+from gon.app.train import DivergenceError, _Job, train
 
 VAL_KEYS = ("val/mse", "val/psnr", "val/ssim", "val/bce")
 
@@ -86,6 +86,11 @@ BAD = {
     "encoder=autoencoder encoder.net=rnn": "encoder.net.*auto, mlp, conv",
     "encoder=autoencoder train.step_path=affine": "autograd",
     "encoder=autoencoder_matched model.hidden_dim=2": "autoencoder_matched",
+    "encoder=variational loss=mse": "encoder=variational needs loss=bce",
+    "encoder=variational train.step_path=affine": "path='autograd' only",
+    "encoder=variational model.kl_weight=-1": "model.kl_weight",
+    "dataset.binarize=true": "dataset.binarize.*false, fixed or dynamic",
+    "optimized_metric=val/nelbo": "val/nelbo needs a model with an ELBO",
     # every bad value in one message
     "train.lr=-1 model.latent_dim=0": "train.lr.*model.latent_dim|model.latent_dim.*train.lr",
 }
@@ -97,6 +102,40 @@ def test_bad_value_is_one_clear_error(tiny_cfg, tmp_path: Path, override: str) -
         train(tiny_cfg(*override.split()))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+LIKELIHOOD_KEYS = ("val/nelbo", "val/nelbo_bpd", "val/nelbo_recon", "val/nelbo_kl",
+                   "val/iw_nelbo", "val/iw_bpd")
+
+
+@pytest.mark.parametrize("binarize", ["false", "fixed", "dynamic"])
+def test_variational_trains_and_reports_its_likelihood(tiny_cfg, tmp_path: Path,
+                                                       binarize: str) -> None:
+    cfg = tiny_cfg("encoder=variational", f"dataset.binarize={binarize}",
+                   "optimized_metric=val/nelbo", "model.kl_warmup_steps=3")
+    objective = train(cfg)
+    metrics = _metrics(tmp_path / "run")
+    assert objective == metrics["val/nelbo"] == metrics["objective"]
+    assert all(math.isfinite(metrics[k]) for k in LIKELIHOOD_KEYS)
+    assert metrics["val/nelbo"] == pytest.approx(metrics["val/nelbo_recon"]
+                                                 + metrics["val/nelbo_kl"])
+    assert metrics["val/nelbo_bpd"] == pytest.approx(metrics["val/nelbo"] / (64 * math.log(2)))
+    assert metrics["val/iw_nelbo"] <= metrics["val/nelbo"] + 1e-3  # one test, 64 samples
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert any(k.startswith("heads.") for k in ckpt["model"])
+
+
+def test_binarized_training_batches(tiny_cfg) -> None:
+    """fixed: one binary draw of the train split; dynamic: a fresh draw for every batch."""
+    fixed, dynamic = (_Job(tiny_cfg(f"dataset.binarize={m}"), None) for m in ("fixed", "dynamic"))
+    for job in (fixed, dynamic):
+        assert set(job.val.unique().tolist()) == {0.0, 1.0}  # the same fixed test draw
+    torch.testing.assert_close(fixed.val, dynamic.val)
+    assert set(fixed.images.unique().tolist()) == {0.0, 1.0}
+    assert len(dynamic.images.unique()) > 2  # grey levels, binarised per batch
+    first, again = (dynamic.pixels(next(dynamic.batches())) for _ in range(2))  # step 1, twice
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(first, again)  # drawn afresh
 
 
 def test_divergence_stops_at_once(tiny_cfg, tmp_path: Path) -> None:
@@ -128,6 +167,15 @@ def test_learning_curve_points_and_seeds(tiny_cfg, tmp_path: Path, data_dir: Pat
     assert other != objective
     split = [load_images(tiny_cfg(f"seed={k}"), torch.device("cpu"))[1] for k in (0, 1)]
     assert torch.equal(*split)
+
+
+def test_variational_resume_continues_exactly(tiny_cfg) -> None:
+    """The latent step's noise and the dynamic binarisation come from the checkpointed RNG."""
+    common = ("encoder=variational", "dataset.binarize=dynamic", "train.ckpt_every=4",
+              "train.eval_every=5", "model.kl_warmup_steps=6")
+    whole = train(tiny_cfg(*common, "train.max_steps=8", run="whole"))
+    train(tiny_cfg(*common, "train.max_steps=4", run="parts"))
+    assert train(tiny_cfg(*common, "train.max_steps=8", run="parts")) == whole
 
 
 def test_finished_run_is_not_retrained(tiny_cfg, tmp_path: Path) -> None:

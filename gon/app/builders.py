@@ -29,13 +29,14 @@ from gon import (
     NeRFPositionalEncoding,
     SirenBlockFactory,
     TrainStep,
+    VariationalGON,
 )
-from gon.app.data import load_splits, prepare
+from gon.app.data import BINARIZE, binarize, load_splits, prepare
 from gon.app.metrics import HIGHER_IS_BETTER
+from gon.app.variants import ENCODERS, VARIATIONAL, encoder_choice
 from gon.core.blocks import ACTIVATIONS
 from gon.core.model import PIXEL_REDUCTIONS, STEP_SIZES
 
-ENCODERS = ("gradient_origin", "detached", "autoencoder", "autoencoder_matched")
 AMORTISED = ("autoencoder", "autoencoder_matched")
 ENCODER_NETS = ("auto", "mlp", "conv")
 CONV_FROM_PX = 28  # encoder.net=auto: a conv encoder from this image side up, else an MLP
@@ -83,6 +84,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.weight_decay": ((lambda v: _is_num(v) and v >= 0), "a number >= 0"),
     "train.step_size_lr": ((lambda v: v is None or (_is_num(v) and v > 0)), "null or > 0"),
     "model.dropout": ((lambda v: _is_num(v) and 0 <= v < 1), "a number in [0, 1)"),
+    "model.kl_weight": ((lambda v: _is_num(v) and v >= 0), "a number >= 0"),
+    "model.kl_warmup_steps": _int_at_least(0),
     "train.max_steps": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
     "train.lr": _positive(),
@@ -102,7 +105,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.num_images": _int_at_least(1),
     "eval.fit_images": _int_at_least(2),
     "eval.grid_rows": _int_at_least(1),
+    "eval.iw_samples": _int_at_least(1),
     "dataset.image_size": ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or >= 2"),
+    "dataset.binarize": ((lambda v: v is False or v in BINARIZE[1:]), "false, fixed or dynamic"),
 }
 # keys checked only where the chosen group option has them
 _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -118,6 +123,7 @@ _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "encoder.hidden_dim": ((lambda v: v is None or (_is_int(v) and v >= 1)), "null or >= 1"),
     "encoder.num_layers": _int_at_least(1),
 }
+LIKELIHOOD_METRICS = ("val/nelbo",)  # objectives only a model with an ELBO has
 
 
 def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
@@ -131,6 +137,13 @@ def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if not ok(value):
             problems.append(f"{key}={value!r} (must be {need})")
+    encoder = encoder_choice(cfg)
+    if encoder in VARIATIONAL and cfg.loss.name != "bce":
+        problems.append(f"encoder={encoder} needs loss=bce (the ELBO's Bernoulli likelihood), "
+                        f"got loss={cfg.loss.name}")
+    if cfg.optimized_metric in LIKELIHOOD_METRICS and encoder not in VARIATIONAL:
+        problems.append(f"optimized_metric={cfg.optimized_metric} needs a model with an ELBO "
+                        f"(encoder={' or '.join(VARIATIONAL)}), got encoder={encoder}")
     try:
         if check_device:
             resolve_device(cfg.device)
@@ -173,6 +186,11 @@ def load_images(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, to
     (train, _), (test, _) = load_splits(  # prepare has just checked the artefact
         d.name, ("train", "test"), root / "prepared", d.image_size, device, verify=False
     )
+    mode = d.get("binarize", False)
+    if mode == "fixed":
+        train = binarize(train, "train")
+    if mode:  # "dynamic" draws a binarisation of every training batch (gon.app.train)
+        test = binarize(test, "test")
     return train, test
 
 
@@ -274,11 +292,20 @@ def build_model(cfg: DictConfig, channels: int, in_dim: int = 2,
                 image_size: tuple[int, int] | None = None) -> GON:
     """The GON described by cfg.model and the block, encoding, loss, reduction and encoder
     groups; an amortised encoder (encoder=autoencoder*) needs the image_size (H, W)."""
-    m, encoder = cfg.model, cfg.get("encoder", {}).get("name", "gradient_origin")
+    m, encoder = cfg.model, encoder_choice(cfg)
     if encoder in AMORTISED:
         if image_size is None:
             raise ConfigError(f"encoder={encoder} needs the image size to build its encoder")
         return build_autoencoder(cfg, channels, tuple(image_size), in_dim)
+    if encoder == "variational":
+        return VariationalGON(
+            build_decoder(cfg, channels, in_dim),
+            latent_updates=m.latent_updates,
+            learn_origin=m.learn_origin,
+            latent_reduction=cfg.latent_reduction.name,
+            kl_weight=m.kl_weight,
+            kl_warmup_steps=m.kl_warmup_steps,
+        )
     return GON(
         build_decoder(cfg, channels, in_dim),
         latent_updates=m.latent_updates,

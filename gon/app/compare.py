@@ -15,11 +15,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from gon.app.metrics import HIGHER_IS_BETTER
+from gon.app.metrics import HIGHER_IS_BETTER, LIKELIHOOD
 from gon.app.stats import Ranked, interval, ranking, spearman
 from gon.app.variants import Variant
 
 METRICS = ("psnr", "ssim", "mse", "bce", "probe_acc")  # the test metrics compared
+
+
+def metric_names(runs: list[Variant]) -> tuple[str, ...]:
+    """METRICS, then the LIKELIHOOD metrics where a run has an ELBO (the variational models)."""
+    return METRICS + (LIKELIHOOD if any("nelbo" in r.metrics for r in runs) else ())
+
 CURVE_METRIC = "psnr"  # the learning curve's metric (validation)
 
 
@@ -94,7 +100,7 @@ def compare(runs: list[Variant]) -> Comparison:
     for name, group in groups.items():
         group.sort(key=lambda r: r.seed)
         stats = {m: interval([r.metrics[m] for r in group if m in r.metrics])
-                 for m in METRICS if any(m in r.metrics for r in group)}
+                 for m in (*METRICS, *LIKELIHOOD) if any(m in r.metrics for r in group)}
         summaries[name] = VariantSummary(name, group, stats)
     samples = {n: [r.metrics.get(metric, math.nan) for r in s.runs] for n, s in summaries.items()}
     ranked = ranking(samples, higher)

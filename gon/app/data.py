@@ -34,6 +34,10 @@ FOLDER_DEFAULT_SIZE = 64
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 OFFLINE_HINT = "The 'digits' dataset is bundled with scikit-learn and needs no download."
+# dataset.binarize: grey levels in [0, 1] (False), or binary pixels ~ Bernoulli(grey level)
+# drawn once ("fixed") or afresh for every training batch ("dynamic"; its test split is fixed)
+BINARIZE = (False, "fixed", "dynamic")
+BINARIZE_SEED = 0  # the fixed draw: the same binary images for every run, seed and device
 
 Arrays = dict[str, np.ndarray]  # x_train, x_test: uint8 (N, H, W, C); y_train, y_test: int64 (N,)
 
@@ -298,6 +302,14 @@ def load_splits(
             y = torch.from_numpy(npz[f"y_{split}"]).to(device) if meta["labels"] else None
             out.append((_resize(x.float().div_(255), image_size), y))
     return out
+
+
+def binarize(images: torch.Tensor, split: str) -> torch.Tensor:
+    """The fixed binarisation of a split: pixel = 1 with probability its grey level, drawn once
+    from BINARIZE_SEED and the split (on the CPU, so every device gets the same images)."""
+    gen = torch.Generator().manual_seed(BINARIZE_SEED * 2 + ("train", "test").index(split))
+    u = torch.rand(images.shape, generator=gen).to(images.device)
+    return (u < images).to(images.dtype)
 
 
 def _resize(images: torch.Tensor, image_size: int | None) -> torch.Tensor:

@@ -12,8 +12,10 @@ a banner in index.html, the W&B summary run), listing the failed trials with the
 
 For each run dir under <sweep_dir> (a checkpoint.pt holding the resolved config): MSE, PSNR,
 SSIM and BCE of the test-split reconstructions, the accuracy of a linear probe on the latents
-(where labels exist), the validation curve recorded in training, and, for the first run of each
-variant, four PNG grids: reconstructions, samples from a Gaussian fitted to the train latents,
+(where labels exist), for a variational model the negative ELBO and the importance-weighted
+bound (nats per image and bits per dimension), the validation curve recorded in training, and,
+for the first run of each variant, four PNG grids: reconstructions, samples (from a Gaussian
+fitted to the train latents, or from the prior),
 slerp interpolations and a 4x super-resolution render. gon.app.compare groups the runs by
 variant (the seeds are replicates) and ranks them; gon.app.report writes <reports_dir>/
 {metrics.json, variants.csv, val_curves.csv, curves/, images/, index.html} and the W&B runs.
@@ -37,11 +39,12 @@ from gon import GON, make_grid, slerp
 from gon.app import completeness
 from gon.app.builders import build_model, resolve_device
 from gon.app.checkpoint import CheckpointError, load_checkpoint
-from gon.app.data import load_splits
+from gon.app.data import binarize, load_splits
 from gon.app.faults import run_cli
-from gon.app.metrics import image_grid, image_metrics, render, sample_latents
+from gon.app.metrics import image_grid, image_metrics, likelihood_metrics, render, sample_codes
 from gon.app.report import log_wandb, write_report
 from gon.app.variants import Variant, run_name, variant_name
+from gon.core.variational import GaussianPosterior
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torc
     size, n = tuple(test.shape[1:3]), min(rows, len(test))
     k = min(rows // 2 * rows, len(test))  # originals and reconstructions alternate in a row
     pairs = torch.stack([test[:k], recon[:k]], 1).flatten(0, 1)
-    z_samples = sample_latents(z_train, rows * rows).to(z_test.dtype)
+    z_samples = sample_codes(model, z_train, rows * rows).to(z_test.dtype)
     # slerp: a line per pair (image i -> image i + n): original, `rows` renders, original
     a, b = z_test[:n], z_test[n : 2 * n]
     m = len(b)
@@ -107,18 +110,26 @@ def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torc
 
 
 def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[tuple]:
-    """[(test images, labels or None), (train, ...)] of the trial's dataset, read once each."""
+    """[(test images, labels or None), (train, ...)] of the trial's dataset, read once each;
+    with dataset.binarize, both splits binarised by the fixed draw (as the test split in
+    training; a dynamic run's probe and sampling fit see that one draw of the train split)."""
     d = cfg.dataset
-    key = (d.name, d.image_size, cfg.paths.data_dir)
+    mode = d.get("binarize", False)
+    key = (d.name, d.image_size, cfg.paths.data_dir, bool(mode))
     if key not in cache:
         root = Path(cfg.paths.data_dir) / "prepared"
-        cache[key] = load_splits(d.name, ("test", "train"), root, d.image_size, device)
+        splits = load_splits(d.name, ("test", "train"), root, d.image_size, device)
+        if mode:
+            splits = [(binarize(x, s), y) for (x, y), s in zip(splits, ("test", "train"),
+                                                               strict=True)]
+        cache[key] = splits
     return cache[key]
 
 
 @torch.no_grad()
 def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: int,
-                 cache: dict, drawn: set[str] | None = None) -> Variant:
+                 cache: dict, drawn: set[str] | None = None,
+                 iw_samples: int = 64) -> Variant:
     """Load a trial's checkpoint and score it on the test split; draw its grids unless its
     variant is in `drawn` (then add it there)."""
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
@@ -136,6 +147,8 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     z_train = encode(model, coords, train[:probe_images], batch)
     recon = render(model, z_test, tuple(test.shape[1:3]))
     metrics = {k.removeprefix("val/"): v for k, v in image_metrics(recon, test).items()}
+    if isinstance(model, GaussianPosterior):  # nats per image, bits per dim, the IW bound
+        metrics |= likelihood_metrics(model, coords, test, iw_samples, CHUNK, batch)
     if y_test is not None and y_train is not None:
         metrics["probe_acc"] = linear_probe(z_train, y_train[:probe_images], z_test, y_test)
     name, drawn = variant_name(cfg), set() if drawn is None else drawn
@@ -155,7 +168,7 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
 
 
 def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 5000,
-                   rows: int = 8) -> list[Variant]:
+                   rows: int = 8, iw_samples: int = 64) -> list[Variant]:
     """Every run of the sweep, scored; the grids are drawn for the first run of each variant
     (its lowest trial number), the one the report shows."""
     runs = find_runs(sweep_dir)
@@ -166,7 +179,7 @@ def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 50
     seen: dict[str, set[int]] = {}
     drawn: set[str] = set()
     for run_dir in runs:
-        v = evaluate_run(run_dir, device, probe_images, rows, cache, drawn)
+        v = evaluate_run(run_dir, device, probe_images, rows, cache, drawn, iw_samples)
         if v.seed in seen.setdefault(v.name, set()):
             log.warning("%s: a second run of %s with seed %d (pooled as a replicate)", run_dir,
                         v.name, v.seed)
@@ -189,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-images", type=int, default=5000,
                         help="train images whose latents fit the probe and the Gaussian")
     parser.add_argument("--rows", type=int, default=8, help="images per grid row")
+    parser.add_argument("--iw-samples", type=int, default=64,
+                        help="samples of the importance-weighted bound (variational models)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index>")
     parser.add_argument("--no-wandb", action="store_true", help="skip the W&B eval/summary runs")
     parser.add_argument("--threads", type=int, default=1,
@@ -209,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", completeness.refusal(status, args.reports_dir))
             return 2
         with threadpool_limits(args.threads or None):
-            variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows)
+            variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows,
+                                      args.iw_samples)
     except (FileNotFoundError, CheckpointError) as e:
         log.error("%s", e)
         return 1

@@ -15,11 +15,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gon import GON, fit_gaussian
+from gon import GON, fit_gaussian, likelihood_bounds
+from gon.core.bounds import bits_per_dim
+from gon.core.variational import GaussianPosterior
 
 # metric name -> True if higher is better; the objectives that `optimized_metric` may name
-HIGHER_IS_BETTER = {"val/mse": False, "val/psnr": True, "val/ssim": True, "val/bce": False}
+HIGHER_IS_BETTER = {"val/mse": False, "val/psnr": True, "val/ssim": True, "val/bce": False,
+                    "val/nelbo": False}
 SAMPLE_SEED = 1234  # fixed noise, so sample grids of successive evaluations are comparable
+# the likelihood metrics of a model with an ELBO (nats per image; bpd: bits per dimension)
+LIKELIHOOD = ("nelbo", "nelbo_bpd", "nelbo_recon", "nelbo_kl", "iw_nelbo", "iw_bpd")
 SSIM_SIGMA = 1.5  # torchmetrics' Gaussian SSIM window: sigma 1.5, 11 px (pads 5 px each side)
 
 
@@ -87,6 +92,34 @@ def render(model: GON, z: torch.Tensor, size: tuple[int, ...], batch: int = 256)
     return torch.cat([model.render(chunk, size) for chunk in z.split(batch)])
 
 
+def _generator(device: torch.device) -> torch.Generator:
+    """A generator seeded with SAMPLE_SEED: the same noise for every model, global RNG untouched.
+    """
+    return torch.Generator(device=device).manual_seed(SAMPLE_SEED)
+
+
+@torch.no_grad()
+def likelihood_metrics(model: GaussianPosterior, coords: torch.Tensor, images: torch.Tensor,
+                       samples: int = 64, batch_size: int = 256,
+                       train_batch: int | None = None) -> dict[str, float]:
+    """The negative ELBO (nats per image and bits per dimension), its reconstruction and KL
+    parts, and the importance-weighted bound with ``samples`` codes, averaged over images."""
+    b = likelihood_bounds(model, coords, images, samples, batch_size, train_batch,
+                          generator=_generator(images.device))
+    nelbo, iw, dims = b["nelbo"].mean().item(), b["iw_nelbo"].mean().item(), images[0].numel()
+    return {"nelbo": nelbo, "nelbo_bpd": bits_per_dim(nelbo, dims),
+            "nelbo_recon": b["recon"].mean().item(), "nelbo_kl": b["kl"].mean().item(),
+            "iw_nelbo": iw, "iw_bpd": bits_per_dim(iw, dims)}
+
+
+def sample_codes(model: GON, z_fit: torch.Tensor, n: int) -> torch.Tensor:
+    """n decoder inputs for the sample grid, with SAMPLE_SEED: from the prior N(0, I) of a model
+    that has one (the variational GON), else from a Gaussian fitted to the latents z_fit."""
+    if isinstance(model, GaussianPosterior):
+        return model.prior_sample(n, generator=_generator(z_fit.device)).to(z_fit.dtype)
+    return sample_latents(z_fit, n)
+
+
 def sample_latents(z_fit: torch.Tensor, n: int) -> torch.Tensor:
     """n latents from a Gaussian fitted to z_fit (N, d), drawn with SAMPLE_SEED (the same
     noise for every model) without touching the global RNG."""
@@ -106,8 +139,10 @@ def evaluate(
     batch_size: int = 256,
     train_batch: int | None = None,
     grids: bool = True,
+    iw_samples: int = 64,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Score reconstructions of held-out images; grid them and samples from a Gaussian fit.
+    """Score reconstructions of held-out images; grid them and samples (from a Gaussian fit,
+    or the prior of a variational model, which also gets the ``LIKELIHOOD`` metrics).
 
     Returns (metrics, {"recon": originals and reconstructions in alternate rows, "samples": ...});
     with grids=False the metrics only (and {}).
@@ -120,6 +155,9 @@ def evaluate(
         z = model.encode(coords, val_images, batch_size, train_batch)
         recon = render(model, z, size, batch_size)
         metrics = image_metrics(recon, val_images)
+        if isinstance(model, GaussianPosterior):
+            metrics |= {f"val/{k}": v for k, v in likelihood_metrics(
+                model, coords, val_images, iw_samples, batch_size, train_batch).items()}
         if not grids:
             return metrics, {}
         cols = min(rows, len(val_images))
@@ -127,7 +165,7 @@ def evaluate(
         pairs = torch.stack([val_images[:n], recon[:n]])  # (2, n, H, W, C)
         pairs = pairs.unflatten(1, (-1, cols)).transpose(0, 1).flatten(0, 2)  # alternate rows
         z_fit = model.encode(coords, fit_images, batch_size, train_batch)
-        samples = model.render(sample_latents(z_fit, rows * rows), size)
+        samples = model.render(sample_codes(model, z_fit, rows * rows), size)
         grids = {"recon": image_grid(pairs, cols), "samples": image_grid(samples, rows)}
     finally:
         model.train(was_training)

@@ -6,7 +6,8 @@ Usage (gon.app.evaluate calls these):
 
 Layout of <reports_dir>:
     metrics.json          {"<variant>": {"psnr": {mean, sd, ci95_low, ci95_high, n}, .., "rank",
-                          "steps", "params"}, "best": {..}}: over the variant's seeds
+                          "steps", "params"}, "best": {..}}: over the variant's seeds (and
+                          nelbo, nelbo_bpd, .., iw_bpd for the variational models)
     variants.csv          one row per variant, best first: axes, n, place, Holm p to the next,
                           <metric>_{mean,sd,ci95_low,ci95_high} (a DVC bar plot with error bars)
     val_curves.csv        variant, step, psnr_mean, psnr_ci95_low, psnr_ci95_high, n (DVC lines)
@@ -29,7 +30,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gon.app.claims import CLAIMS_FILE, load_claims, render_section
-from gon.app.compare import METRICS, Comparison, VariantSummary, compare
+from gon.app.compare import METRICS, Comparison, VariantSummary, compare, metric_names
 from gon.app.metrics import save_png
 from gon.app.report_html import CAPTIONS, GRIDS, render_html
 from gon.app.tracking import init_run
@@ -48,13 +49,13 @@ def variant_metrics(s: VariantSummary) -> dict[str, Any]:
             "steps": first.get("steps"), "params": first.get("params")}
 
 
-def variant_row(s: VariantSummary) -> dict[str, Any]:
-    """variants.csv's row of a variant ("" where a value is undefined)."""
+def variant_row(s: VariantSummary, names: tuple[str, ...]) -> dict[str, Any]:
+    """variants.csv's row of a variant for the metrics `names` ("" where undefined)."""
     row: dict[str, Any] = {"variant": s.name,
                            **dict(zip(AXES, variant_choices(s.runs[0].config), strict=True)),
                            "n": len(s.runs), "place": s.rank.place, "tied": s.rank.tied,
                            "p_holm_next": s.rank.p_next}
-    for m in METRICS:
+    for m in names:
         for k in STATS:
             row[f"{m}_{k}"] = s.stats.get(m, {}).get(k)
     row |= {"steps": s.runs[0].metrics.get("steps"), "params": s.runs[0].metrics.get("params")}
@@ -77,7 +78,8 @@ def write_report(runs: list[Variant], reports_dir: Path) -> Comparison:
     metrics = {s.name: variant_metrics(s) for s in comp.variants}
     metrics["best"] = metrics[comp.best.name]
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    rows = [variant_row(s) for s in comp.variants]
+    names = metric_names(runs)
+    rows = [variant_row(s, names) for s in comp.variants]
     _write_csv(reports_dir / "variants.csv", rows, list(rows[0]))
     _write_csv(reports_dir / "val_curves.csv", comp.curves, CURVE_COLUMNS)
     (reports_dir / "curves").mkdir()
@@ -94,9 +96,9 @@ def write_report(runs: list[Variant], reports_dir: Path) -> Comparison:
     return comp
 
 
-def summary_columns() -> list[str]:
+def summary_columns(names: tuple[str, ...] = METRICS) -> list[str]:
     """The W&B summary table's columns: variant, axes, n, place, <metric>/<stat>, grids."""
-    return ["variant", *AXES, "n", "place", *(f"{m}/{k}" for m in METRICS for k in STATS),
+    return ["variant", *AXES, "n", "place", *(f"{m}/{k}" for m in names for k in STATS),
             *GRIDS]
 
 
@@ -118,7 +120,8 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
     common = {"project": wcfg["project"], "mode": mode, "dir": str(reports_dir),
               "group": wcfg.get("group") or group_default, "reinit": "finish_previous",
               "init_timeout": wcfg.get("init_timeout")}
-    table = wandb.Table(columns=summary_columns())
+    names = metric_names([r for s in comp.variants for r in s.runs])
+    table = wandb.Table(columns=summary_columns(names))
     for s in comp.variants:
         shown = s.shown
         tags = variant_tags(OmegaConf.create(shown.config))
@@ -129,7 +132,7 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
             run.log({**{k: v for k, v in flat.items() if v is not None}, **images})
             run.summary.update({**flat, "place": s.rank.place})
         table.add_data(s.name, *variant_choices(shown.config), len(s.runs), s.rank.place,
-                       *(s.stats.get(m, {}).get(k) for m in METRICS for k in STATS),
+                       *(s.stats.get(m, {}).get(k) for m in names for k in STATS),
                        *(wandb.Image(shown.grids[g]) if g in shown.grids else None
                          for g in GRIDS))
     curves = wandb.Table(columns=CURVE_COLUMNS, data=[[r[c] for c in CURVE_COLUMNS]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import html
 
 from gon.app.compare import METRICS, Comparison, reversals
+from gon.app.metrics import LIKELIHOOD
 from gon.app.stats import ALPHA, LEVEL
 
 GRIDS = ("recon", "samples", "slerp", "superres")
-CAPTIONS = {"recon": "test images | reconstructions", "samples": "samples (Gaussian fit)",
+CAPTIONS = {"recon": "test images | reconstructions",
+            "samples": "samples (variational: the prior N(0, I); else a Gaussian fit)",
             "slerp": "slerp between test images", "superres": "original, native, 4x render"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
@@ -152,6 +154,29 @@ def budgets_table(comp: Comparison) -> str:
             "(a pair counts when a significant gap separates it at both budgets):</p>" + change)
 
 
+def likelihood_table(comp: Comparison) -> str:
+    """The variational models' negative ELBO and IW bound over seeds, with the pixels."""
+    shown = [s for s in comp.variants if "nelbo" in s.stats]
+    if not shown:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("variant", "pixels", "n", *LIKELIHOOD))
+    rows = "".join(
+        f"<tr><td>{html.escape(s.name)}</td><td>{html.escape(pixels(s.runs[0].config))}</td>"
+        f"<td>{len(s.runs)}</td>" + "".join(f"<td>{_cell(s.stats.get(k))}</td>"
+                                            for k in LIKELIHOOD) + "</tr>" for s in shown)
+    return ("<h2>Likelihood</h2><p>Test split, nats per image (bpd: bits per dimension); "
+            "nelbo = nelbo_recon + nelbo_kl is the negative ELBO, iw_nelbo the importance-"
+            "weighted bound (tighter). With binary pixels (dataset.binarize=fixed or dynamic) "
+            "both bound -log p(x) from above; on grey levels (pixels: grey) the Bernoulli "
+            "likelihood is the BCE, not a distribution over grey images, so they bound "
+            f"nothing.</p><table><tr>{head}</tr>{rows}</table>")
+
+
+def pixels(config: dict) -> str:
+    """What the likelihood is over: "grey" levels (BCE, not a bound) or the binarisation."""
+    return str((config.get("dataset") or {}).get("binarize") or "grey")
+
+
 def render_html(comp: Comparison, claims: str = "") -> str:
     """The whole page; `claims` is the claims table's section (gon.app.claims.render_section)."""
     m, higher = comp.metric, comp.higher
@@ -196,7 +221,7 @@ def render_html(comp: Comparison, claims: str = "") -> str:
             f"first place: <b>{leaders}</b>. probe_acc: linear probe on the latents. "
             f"&plusmn; is half the interval. vs next: &gt; the difference to the next row is "
             f"significant, = it is not.</p><p><small>{RULE}</small></p>"
-            f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>{likelihood_table(comp)}"
             f'<h2>Test {m}</h2>{svg_bars(comp)}<h2>Validation PSNR during training</h2>'
             f"{svg_curves(comp)}<h2>Ranking at every budget (validation PSNR)</h2>"
             f"{budgets_table(comp)}{claims}<h2>Variants</h2>{''.join(sections)}</body></html>\n")

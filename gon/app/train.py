@@ -47,12 +47,13 @@ from gon.app.checkpoint import (
     save_json,
     set_rng_state,
 )
-from gon.app.data import DatasetError
+from gon.app.data import DatasetError, binarize
 from gon.app.faults import Fault, describe, run_cli
 from gon.app.lifecycle import RunDirBusy, bind_to_sweeper, hold_run_dir
 from gon.app.metrics import evaluate, is_better, save_png
 from gon.app.tracking import Tracker, tracking
 from gon.app.variants import RUN_AXES, variant_tags
+from gon.core.variational import GaussianPosterior
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,10 @@ class _Job:
         n, h, w, c = self.images.shape
         if self.t.batch_size > n:
             raise ConfigError(f"train.batch_size={self.t.batch_size} exceeds the {n} train images")
+        self.dynamic = cfg.dataset.get("binarize", False) == "dynamic"  # a draw per batch
         self.val, self.fit = val[: cfg.eval.num_images], self.images[: cfg.eval.fit_images]
+        if self.dynamic:  # the sampling fit sees binary images too (one fixed draw)
+            self.fit = binarize(self.fit, "train")
         self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
         self.model = build_model(cfg, channels=c, image_size=(h, w)).to(device)
         self.optimizer = build_optimizer(cfg, self.model)
@@ -184,6 +188,12 @@ class _Job:
             j = i % (n // b)
             yield self.images[perm[j * b : (j + 1) * b]]
 
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """The batch as trained on: with dataset.binarize=dynamic a fresh Bernoulli draw of its
+        grey levels, from the global RNG (restored on resume; drawn only for a step that runs,
+        so a resumed run draws what an uninterrupted one does)."""
+        return torch.bernoulli(batch) if self.dynamic else batch
+
     def checkpoint(self, tracker: Tracker) -> None:
         save_checkpoint(self.run_dir / "checkpoint.pt", {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -204,7 +214,7 @@ class _Job:
         metric, step = self.metric, self.step
         metrics, images = evaluate(self.model, self.coords, self.val, self.fit,
                                    rows=self.cfg.eval.grid_rows, train_batch=self.t.batch_size,
-                                   grids=grids)
+                                   grids=grids, iw_samples=self.cfg.eval.iw_samples)
         if not math.isfinite(metrics[metric]):
             raise DivergenceError(f"{metric} is {metrics[metric]} at step {step}; stopping")
         if is_better(metric, metrics[metric], self.best):
@@ -231,7 +241,9 @@ class _Job:
             if self.step >= t.max_steps:
                 break
             self.step = step = self.step + 1
-            losses = self.train_step(batch)  # writes p.grad
+            if isinstance(self.model, GaussianPosterior):
+                self.model.set_step(step)  # the KL weight of this step (the warm-up)
+            losses = self.train_step(self.pixels(batch))  # writes p.grad
             self.optimizer.step()
             pending += [losses["loss_inner"], losses["loss_outer"]]  # no kernel launch per step
             bar.update(1)

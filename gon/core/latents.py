@@ -23,10 +23,10 @@ from torch.func import grad, jacrev, vmap
 
 def affine_applies(model: nn.Module, coords: torch.Tensor) -> bool:
     """The first latent step is an affine map of the image (a gradient origin, deterministic
-    decoder, one grid): with one step that is the latent; with k > 1 the other k - 1 steps
-    start from it."""
+    decoder, no noise, one grid): with one step that is the latent; with k > 1 the other
+    k - 1 steps start from it."""
     deterministic = not (model.decoder.dropout and model.training)
-    return not model.amortised and deterministic and coords.shape[0] == 1
+    return not (model.amortised or model.stochastic) and deterministic and coords.shape[0] == 1
 
 
 def _affine_from_jacobian(

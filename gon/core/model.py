@@ -45,6 +45,8 @@ class GON(nn.Module):
 
     amortised = False  # the latent comes from gradients of the decoder, not from an encoder net
 
+    stochastic = False  # True where the latent step draws noise (VariationalGON): autograd only
+
     def __init__(
         self,
         decoder: ImplicitDecoder,
@@ -113,6 +115,18 @@ class GON(nn.Module):
         """Mean over the batch of the per-sample loss (pixel mean, or sum)."""
         return self.per_sample_loss(logits, target).mean()
 
+    def inner_objective(
+        self, coords: torch.Tensor, z: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """The inner loss at latents z (B, d), whose gradient gives the next latent."""
+        return self.inner_loss(self.decoder.logits(coords, z), target)
+
+    def outer_objective(
+        self, coords: torch.Tensor, z: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """The outer loss at the inferred latents z (B, d): what training minimises."""
+        return self.outer_loss(self.decoder.logits(coords, z), target)
+
     # -- the gradient origin -------------------------------------------------------------------
     def get_init_latent(self, n: int) -> torch.Tensor:
         return self.init_latent.expand(n, -1)
@@ -156,7 +170,7 @@ class GON(nn.Module):
             z = z.detach().requires_grad_(True)
         with torch.enable_grad():
             for i in range(first, self.latent_updates):
-                loss_inner = self.inner_loss(self.decoder.logits(coords, z), target)
+                loss_inner = self.inner_objective(coords, z, target)
                 # eq. 3; create_graph so the outer loss reaches the weights through grad_z
                 (grad,) = torch.autograd.grad(loss_inner, z, create_graph=self.second_order)
                 if not self.second_order:  # detached: no path from grad_z to the weights

@@ -41,8 +41,7 @@ def gon_step(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(z, loss_inner, loss_outer) for a batch; loss_outer's graph runs through grad_z (eq. 3)."""
     z, loss_inner = model.infer_latents(coords, target)
-    loss_outer = model.outer_loss(model.decoder.logits(coords, z), target)
-    return z, loss_inner, loss_outer
+    return z, loss_inner, model.outer_objective(coords, z, target)
 
 
 class _Logits(nn.Module):
@@ -128,10 +127,13 @@ class TrainStep:
                 f"TrainStep: compile_mode={compile_mode!r} needs compile=True "
                 "(train.compile=true)"
             )
-        if model.amortised and (path in ("functional", "affine") or compile):
+        if (model.amortised or model.stochastic) and (path in ("functional", "affine")
+                                                      or compile):
+            why = ("an amortised encoder (autoencoder)" if model.amortised
+                   else f"{type(model).__name__} (its latent step draws noise)")
             raise ValueError(
-                "TrainStep: an amortised encoder (autoencoder) trains on path='autograd' "
-                f"only, uncompiled; got path={path!r}, compile={compile}"
+                f"TrainStep: {why} trains on path='autograd' only, uncompiled; got "
+                f"path={path!r}, compile={compile}"
             )
         affine = affine_applies(model, coords)
         if path == "affine" and not affine:

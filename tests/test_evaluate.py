@@ -14,16 +14,20 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import TINY, compose_config
+from omegaconf import OmegaConf
 from PIL import Image
 from wandb_reader import read_run
 
 from gon import make_grid
 from gon.app.builders import build_model
 from gon.app.evaluate import encode, evaluate_sweep, find_runs, main, variant_name
+from gon.app.metrics import LIKELIHOOD, SAMPLE_SEED, image_grid
 from gon.app.report import GRIDS, log_wandb, summary_columns, write_report
+from gon.app.train import train
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +193,41 @@ def test_wandb_eval_and_summary_runs(variants: list, wandb_offline: Path, tmp_pa
     assert row["val_psnr_curves_table/_type"] == "table-file"  # the line-series chart's data
     assert summary["summary"]["best"] == comp.best.name
     assert summary["config"]["seeds"] == [0, 1]
+
+
+def test_variational_run_reports_its_likelihood(data_dir: Path, tmp_path: Path,
+                                                wandb_offline: Path) -> None:
+    """A variational GON on binary pixels: its negative ELBO and IW bound in metrics.json,
+    variants.csv, the page's likelihood table and W&B; its sample grid decodes the prior."""
+    sweep = tmp_path / "sweep"
+    train(compose_config([*TINY, "logger=wandb", "train.max_steps=12", "encoder=variational",
+                          "dataset.binarize=fixed", f"paths.data_dir={data_dir}",
+                          f"paths.output_dir={sweep / '0'}"]))
+    (v,) = evaluate_sweep(sweep, torch.device("cpu"), probe_images=200, rows=4, iw_samples=16)
+    m = v.metrics
+    assert v.name == "none-siren-bce-sum-variational" and set(LIKELIHOOD) <= set(m)
+    assert m["nelbo"] == pytest.approx(m["nelbo_recon"] + m["nelbo_kl"])
+    assert m["nelbo_bpd"] == pytest.approx(m["nelbo"] / (64 * math.log(2)))
+    assert m["iw_nelbo"] <= m["nelbo"] and m["iw_bpd"] <= m["nelbo_bpd"]
+    ckpt = torch.load(v.run_dir / "checkpoint.pt", weights_only=True)
+    model = build_model(OmegaConf.create(ckpt["config"]), channels=1)
+    model.load_state_dict(ckpt["model"])
+    codes = model.eval().prior_sample(16, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+    np.testing.assert_array_equal(v.grids["samples"], image_grid(model.render(codes, 8), 4))
+
+    reports = tmp_path / "reports"
+    comp = write_report([v], reports)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics[v.name]["iw_nelbo"]["mean"] == pytest.approx(m["iw_nelbo"])
+    (row,) = csv.DictReader(open(reports / "variants.csv"))
+    assert float(row["nelbo_mean"]) == pytest.approx(m["nelbo"])
+    page = (reports / "index.html").read_text()
+    assert "<h2>Likelihood</h2>" in page and f"<td>{v.name}</td><td>fixed</td>" in page
+    log_wandb(comp, reports, group_default="sweep")
+    runs = [read_run(d) for d in (reports / "wandb").glob("offline-run-*")]
+    (ev,) = [r for r in runs if r["run"]["job_type"] == "eval"]
+    assert ev["summary"]["test/nelbo/mean"] == pytest.approx(m["nelbo"])
+    (summary,) = [r for r in runs if r["run"]["job_type"] == "summary"]
+    files = next((reports / "wandb").glob("offline-run-*" + summary["run"]["id"])) / "files"
+    table = json.loads((files / summary["history"][0]["variants/path"]).read_text())
+    assert "iw_nelbo/mean" in table["columns"]

@@ -83,11 +83,20 @@ class GaussianPosterior:
     ``encode`` for h. ``beta`` is the current KL weight (``set_step`` applies the warm-up).
     """
 
+    stochastic = True  # the latent draws noise: TrainStep runs plain autograd only
     heads: GaussianHeads
     decoder: ImplicitDecoder
+    latent_reduction: str
     kl_weight: float
     kl_warmup_steps: int
     beta: float
+
+    def init_posterior(self, kl_weight: float, kl_warmup_steps: int) -> None:
+        """Check the model and the KL settings; add the heads (called by the constructors)."""
+        check_variational(self, kl_weight, kl_warmup_steps)
+        self.heads = GaussianHeads(self.decoder.latent_dim)
+        self.kl_weight, self.kl_warmup_steps = float(kl_weight), int(kl_warmup_steps)
+        self.set_step(0)
 
     def set_step(self, step: int) -> None:
         """Use the KL weight of training step ``step`` (the linear warm-up, if any)."""
@@ -111,6 +120,14 @@ class GaussianPosterior:
         """recon + beta * KL per image (B,), with fresh noise (zero in eval mode)."""
         recon, kl = self.nelbo_parts(coords, h, target, self.noise(h))
         return recon + self.beta * kl
+
+    def inner_objective(
+        self, coords: torch.Tensor, h: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """The NELBO at h (the KL term included), summed or averaged over the batch: the inner
+        loss whose gradient at the origin is the variational GON's latent (eq. 3 of GON)."""
+        per_sample = self.per_sample_nelbo(coords, h, target)  # (B,)
+        return per_sample.sum() if self.latent_reduction == "sum" else per_sample.mean()
 
     def outer_objective(
         self, coords: torch.Tensor, h: torch.Tensor, target: torch.Tensor
@@ -163,8 +180,6 @@ class VariationalGON(GaussianPosterior, GON):
             (0: no warm-up); call ``set_step`` before each step.
     """
 
-    stochastic = True  # the latent step draws noise: TrainStep runs plain autograd only
-
     def __init__(
         self,
         decoder: ImplicitDecoder,
@@ -176,18 +191,7 @@ class VariationalGON(GaussianPosterior, GON):
     ) -> None:
         super().__init__(decoder, latent_updates=latent_updates, learn_origin=learn_origin,
                          loss="bce", latent_reduction=latent_reduction)
-        check_variational(self, kl_weight, kl_warmup_steps)
-        self.heads = GaussianHeads(decoder.latent_dim)
-        self.kl_weight, self.kl_warmup_steps = float(kl_weight), int(kl_warmup_steps)
-        self.set_step(0)
-
-    def inner_objective(
-        self, coords: torch.Tensor, z: torch.Tensor, target: torch.Tensor
-    ) -> torch.Tensor:
-        """The inner NELBO at z (the KL term at the origin too), summed or averaged over images;
-        ``GON.infer_latents`` steps down its gradient (eq. 3, second order)."""
-        per_sample = self.per_sample_nelbo(coords, z, target)  # (B,)
-        return per_sample.sum() if self.latent_reduction == "sum" else per_sample.mean()
+        self.init_posterior(kl_weight, kl_warmup_steps)
 
 
 def check_variational(model: GON, kl_weight: float, kl_warmup_steps: int) -> None:

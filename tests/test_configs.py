@@ -97,6 +97,12 @@ def test_wandb_mode_defaults_to_offline(monkeypatch, env: str | None, mode: str)
     assert compose_config(["logger=none"]).logger.wandb is None
 
 
+def test_search_overlay_sets_the_objective() -> None:
+    """An overlay's optimized_metric beats config.yaml's (it comes after _self_)."""
+    assert compose_config(["hparams_search=variational"]).optimized_metric == "val/nelbo"
+    assert compose_config(["hparams_search=variants"]).optimized_metric == "val/psnr"
+
+
 def test_variants_overlay_sweeps_the_variant_axes() -> None:
     params = OmegaConf.load(CONF_DIR / "hparams_search" / "variants.yaml").hydra.sweeper.params
     assert list(params) == [*AXES, SEED]  # the grid, its order and the variant names agree

@@ -40,7 +40,7 @@ TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 mod
 TINY_PARAMS = {"datasets": ["digits"],
                "sweep": {"dataset": "digits", "seeds": 2, "max_steps": 20, "launcher": "joblib",
                          "n_jobs": 2, "overrides": TINY_SWEEP},
-               "evaluate": {"probe_images": 200, "grid_rows": 4},
+               "evaluate": {"probe_images": 200, "grid_rows": 4, "iw_samples": 8},
                "claims": {"dataset": "digits", "steps": 2, "seeds": "0 1", "jobs": 1,
                           "overrides": "model.hidden_dim=16 model.latent_dim=8 "
                                        "model.num_layers=2 train.batch_size=16"}}

@@ -25,7 +25,7 @@ from gon.core.encoding import (
 from gon.core.model import GON
 from gon.core.sampling import fit_gaussian, slerp
 from gon.core.step import TrainStep, gon_step
-from gon.core.variational import GaussianHeads, VariationalGON
+from gon.core.variational import VAE, GaussianHeads, VariationalGON
 
 __all__ = [
     "Autoencoder",
@@ -47,6 +47,7 @@ __all__ = [
     "SirenLinear",
     "Swish",
     "TrainStep",
+    "VAE",
     "VariationalGON",
     "fit_gaussian",
     "get_xy_grid",

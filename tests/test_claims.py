@@ -62,6 +62,11 @@ def test_mse_ratio_and_gain_verdicts_on_known_numbers() -> None:
     assert gain["values"] == pytest.approx([1.0, 1.5, 1.0]) and gain["verdict"] == "holds"
     lo, hi = gain["ci95"]
     assert (lo, hi) == pytest.approx(t_interval([1.0, 1.5, 1.0]))
+    # claim f near the anchor's epoch-5 figures: the VAE's lower negative ELBO is the GON's loss
+    ratio = compare("nelbo_ratio", [{"nelbo": 193.9}, {"nelbo": 195.0}, {"nelbo": 192.0}],
+                    [{"nelbo": 159.6}, {"nelbo": 160.0}, {"nelbo": 158.0}])
+    assert ratio["values"] == pytest.approx([159.6 / 193.9, 160 / 195, 158 / 192])
+    assert ratio["verdict"] == "does_not_hold" and ratio["mean"] < 1
     assert batch_verdict([1e-7, 2e-7], [0.98, 0.98]) == "holds"
     assert batch_verdict([0.5, 1e-7], [0.98, 0.98]) == "does_not_hold"
     assert batch_verdict([1e-7], [1e-7]) == "inconclusive"
@@ -70,7 +75,7 @@ def test_mse_ratio_and_gain_verdicts_on_known_numbers() -> None:
 def test_entries_schema_and_section() -> None:
     def row(i: int, seed: int) -> dict:
         figs = {"step": 10, "seconds": 1.0, "mse": 0.01 * (1 + i) * (1 + seed / 10),
-                "psnr": 20.0 - i}
+                "psnr": 20.0 - i, "nelbo": 30.0 + i + seed}
         return {"params": 100 + i, "batch_dependence": 1e-8 * i, "at_steps": figs,
                 "at_time": figs}
 
@@ -83,7 +88,7 @@ def test_entries_schema_and_section() -> None:
                 "seeds", "n", "params", "values", "mean", "ci95", "verdict", "anchor",
                 "figures"} <= set(e)
         assert e["verdict"] in VERDICTS and len(e["values"]) == e["n"] == 2
-    assert {e["claim"] for e in table} == set("abcde")
+    assert {e["claim"] for e in table} == set("abcdef")
     ids = [e["id"] for e in table]
     assert len(set(ids)) == len(ids) and "a.second_order@time" in ids
     setup = {"dataset": "digits", "seeds": [0, 1], "steps": 10, "time_budget_s": 1.0,
@@ -112,6 +117,11 @@ def test_claims_cli_writes_the_table(data_dir: Path, tmp_path: Path, wandb_offli
         assert e["verdict"] in VERDICTS
         if e["budget"] == "steps":
             assert e["figures"]["contender"]["step"] == [2, 2]
+    (f,) = [e for e in claims["entries"] if e["id"] == "f.variational_gon_vs_vae@steps"]
+    nelbo = f["figures"]["contender"]["nelbo"] + f["figures"]["baseline"]["nelbo"]
+    assert len(nelbo) == 4 and all(math.isfinite(x) and x > 0 for x in nelbo)
+    assert f["values"] == pytest.approx([b / c for c, b in zip(
+        f["figures"]["contender"]["nelbo"], f["figures"]["baseline"]["nelbo"], strict=True)])
     (run_dir,) = (out / "claims_wandb" / "wandb").glob("offline-run-*")
     run = read_run(run_dir)
     assert run["run"]["job_type"] == "claims"

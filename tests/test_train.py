@@ -89,6 +89,8 @@ BAD = {
     "encoder=variational loss=mse": "encoder=variational needs loss=bce",
     "encoder=variational train.step_path=affine": "path='autograd' only",
     "encoder=variational model.kl_weight=-1": "model.kl_weight",
+    "encoder=vae loss=mse": "encoder=vae needs loss=bce",
+    "encoder=variational model.final_activation=none": "needs model.final_activation=sigmoid",
     "dataset.binarize=true": "dataset.binarize.*false, fixed or dynamic",
     "optimized_metric=val/nelbo": "val/nelbo needs a model with an ELBO",
     # every bad value in one message

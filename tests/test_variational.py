@@ -7,6 +7,7 @@ $ python -m pytest tests/test_variational.py -q
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from helpers import make_vgon
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from gon import TrainStep, VariationalGON, likelihood_bounds, make_grid
+from gon import VAE, MLPEncoder, TrainStep, VariationalGON, likelihood_bounds, make_grid
 from gon.core.bounds import bits_per_dim
 from gon.core.variational import gaussian_kl, kl_warmup
 
@@ -199,3 +200,29 @@ def test_needs_a_sigmoid_decoder():
     decoder.final_activation = None
     with pytest.raises(ValueError, match="must end in a sigmoid"):
         VariationalGON(decoder)
+
+
+def test_vae_is_the_autoencoder_with_the_same_heads_and_decoder():
+    vgon = make_vgon(seed=0, dtype=torch.float64)
+    encoder = MLPEncoder((6, 6, 1), latent_dim=8, hidden_dim=16).double()
+    vae = VAE(copy.deepcopy(vgon.decoder), encoder).double()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(vae) == count(vgon) + count(encoder)  # the same decoder and heads, plus E
+    coords = make_grid(6, 6).double()
+    x = (torch.rand(5, 6, 6, 1, dtype=torch.float64) > 0.5).double()
+    h, _ = vae.infer_latents(coords, x)
+    torch.testing.assert_close(h, encoder(x))  # amortised: h = E(x), no gradient origin
+    torch.manual_seed(3)
+    outer = vae.outer_objective(coords, h, x)
+    torch.manual_seed(3)
+    eps = torch.randn(5, 8, dtype=torch.float64)
+    torch.testing.assert_close(outer, reference_nelbo(vae, coords, x, h, eps).mean())
+    vae.eval()
+    torch.testing.assert_close(vae.encode(coords, x, batch_size=2), vae.heads(encoder(x))[0])
+    assert torch.isfinite(vae.render(vae.prior_sample(4), (6, 6))).all()
+    step = TrainStep(vae.train(), coords)
+    assert step.path == "autograd"
+    step(x)
+    assert encoder.net[0].weight.grad.abs().sum() > 0 and vae.heads.mu.weight.grad is not None
+    with pytest.raises(ValueError, match="path='autograd' only"):
+        TrainStep(vae, coords, path="affine")

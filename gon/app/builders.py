@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gon import (
     GON,
+    VAE,
     Autoencoder,
     ConvEncoder,
     GaussianFourierFeatureTransform,
@@ -37,7 +38,7 @@ from gon.app.variants import ENCODERS, VARIATIONAL, encoder_choice
 from gon.core.blocks import ACTIVATIONS
 from gon.core.model import PIXEL_REDUCTIONS, STEP_SIZES
 
-AMORTISED = ("autoencoder", "autoencoder_matched")
+AMORTISED = ("autoencoder", "autoencoder_matched", "vae")  # an encoder net: needs the image size
 ENCODER_NETS = ("auto", "mlp", "conv")
 CONV_FROM_PX = 28  # encoder.net=auto: a conv encoder from this image side up, else an MLP
 MATCH_TOLERANCE = 0.05  # autoencoder_matched: total parameters within 5 % of the GON's
@@ -141,6 +142,10 @@ def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
     if encoder in VARIATIONAL and cfg.loss.name != "bce":
         problems.append(f"encoder={encoder} needs loss=bce (the ELBO's Bernoulli likelihood), "
                         f"got loss={cfg.loss.name}")
+    final = OmegaConf.select(cfg, "model.final_activation", default="sigmoid")
+    if encoder in VARIATIONAL and final != "sigmoid":
+        problems.append(f"encoder={encoder} needs model.final_activation=sigmoid (the "
+                        f"Bernoulli's logits), got {final}")
     if cfg.optimized_metric in LIKELIHOOD_METRICS and encoder not in VARIATIONAL:
         problems.append(f"optimized_metric={cfg.optimized_metric} needs a model with an ELBO "
                         f"(encoder={' or '.join(VARIATIONAL)}), got encoder={encoder}")
@@ -291,11 +296,18 @@ def build_autoencoder(cfg: DictConfig, channels: int, image_size: tuple[int, int
 def build_model(cfg: DictConfig, channels: int, in_dim: int = 2,
                 image_size: tuple[int, int] | None = None) -> GON:
     """The GON described by cfg.model and the block, encoding, loss, reduction and encoder
-    groups; an amortised encoder (encoder=autoencoder*) needs the image_size (H, W)."""
+    groups; an amortised encoder (encoder=autoencoder*, vae) needs the image_size (H, W).
+    encoder=variational and vae: the variational GON and its VAE (the autoencoder's encoder, the
+    same decoder), both with the loss of the ELBO (BCE)."""
     m, encoder = cfg.model, encoder_choice(cfg)
+    if encoder in AMORTISED and image_size is None:
+        raise ConfigError(f"encoder={encoder} needs the image size to build its encoder")
+    if encoder == "vae":
+        width = cfg.encoder.hidden_dim or m.hidden_dim
+        return VAE(build_decoder(cfg, channels, in_dim),
+                   build_encoder(cfg, (*image_size, channels), width),
+                   kl_weight=m.kl_weight, kl_warmup_steps=m.kl_warmup_steps)
     if encoder in AMORTISED:
-        if image_size is None:
-            raise ConfigError(f"encoder={encoder} needs the image size to build its encoder")
         return build_autoencoder(cfg, channels, tuple(image_size), in_dim)
     if encoder == "variational":
         return VariationalGON(

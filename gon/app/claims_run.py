@@ -80,7 +80,7 @@ def batch_dependence(model: GON, coords: torch.Tensor, images: torch.Tensor) -> 
 def _trial(job: tuple[str, DictConfig, int, float | None]) -> tuple[str, int, dict[str, Any]]:
     name, cfg, steps, seconds = job
     torch.set_num_threads(1)
-    key = f"{cfg.dataset.name}:{cfg.paths.data_dir}"
+    key = f"{cfg.dataset.name}:{cfg.paths.data_dir}:{cfg.dataset.binarize}"  # grey or binary
     if key not in _DATA:
         _DATA[key] = load_images(cfg, torch.device("cpu"))
     train, test = _DATA[key]

@@ -25,7 +25,11 @@ from omegaconf import DictConfig
 
 from gon import GON, TrainStep, make_grid
 from gon.app.builders import build_model, build_optimizer, count_params, validate_config
+from gon.app.metrics import likelihood_metrics
 from gon.app.train import epoch_permutation
+from gon.core.variational import GaussianPosterior
+
+NELBO_SAMPLES = 16  # Monte Carlo samples of the reconstruction term per test image
 
 # The training clock: this process's CPU time. With one torch thread (the claims' workers,
 # benchmarks/quality.py --threads 1) it is the wall time the step would take on an idle core,
@@ -35,17 +39,21 @@ CLOCK = time.process_time
 
 @torch.no_grad()
 def score(model: GON, coords: torch.Tensor, test: torch.Tensor, train_batch: int) -> dict:
-    """Test MSE (over all pixels) and mean per-image PSNR (dB) of the reconstructions."""
+    """Test MSE (over all pixels) and mean per-image PSNR (dB) of the reconstructions, and for
+    a variational model its test negative ELBO ("nelbo", nats per image)."""
     was_training = model.training
     model.eval()
     try:
         z = model.encode(coords, test, batch_size=256, train_batch=train_batch)
         recon = torch.cat([model.render(c, tuple(test.shape[1:3])) for c in z.split(256)])
+        likelihood = likelihood_metrics(model, coords, test, NELBO_SAMPLES, 256, train_batch) \
+            if isinstance(model, GaussianPosterior) else {}
     finally:
         model.train(was_training)
     per_image = (recon.clamp(0, 1) - test).square().flatten(1).mean(1)  # (N,)
     psnr = (10 * torch.log10(1 / per_image.clamp_min(1e-12))).mean().item()
-    return {"mse": F.mse_loss(recon.clamp(0, 1), test).item(), "psnr": psnr}
+    out = {"mse": F.mse_loss(recon.clamp(0, 1), test).item(), "psnr": psnr}
+    return out | ({"nelbo": likelihood["nelbo"]} if likelihood else {})
 
 
 def run_trial(
@@ -79,6 +87,8 @@ def run_trial(
             perm = epoch_permutation(n, cfg.seed, step // per_epoch).to(train.device)
         j = step % per_epoch
         batch = train[perm[j * b : (j + 1) * b]]
+        if isinstance(model, GaussianPosterior):
+            model.set_step(step + 1)  # the KL weight of this step (a warm-up, if any)
         tic = CLOCK()
         losses = step_fn(batch)
         opt.step()

@@ -98,7 +98,7 @@ class Autoencoder(GON):
         self.check_shapes(coords, target)
         z = self.encoder(target)  # (B, d)
         with torch.no_grad():
-            loss_inner = self.inner_loss(self.decoder.logits(coords, z), target)
+            loss_inner = self.inner_objective(coords, z, target)
         return z, loss_inner
 
     def encode(

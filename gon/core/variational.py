@@ -8,6 +8,8 @@ the decoder's input c ("the code"), c = mu + sigma * eps is reparameterised insi
     loss_outer = mean_b NELBO(z_b; x_b)      (outer: at the inferred latent, second order)
 with p(x | c) a Bernoulli per pixel (BCE from the decoder's logits, summed per image: nats per
 image). Samples come from the prior: c ~ N(0, I) straight into the decoder (after the heads).
+``VAE`` is its baseline: the same heads, reparameterisation and decoder behind an amortised
+encoder h = E(x) (the autoencoder baseline's), trained on the same negative ELBO.
 
     >>> vgon = VariationalGON(decoder)                   # the decoder ends in a sigmoid
     >>> z, loss_inner = vgon.infer_latents(coords, images)  # (B, d): -grad_z NELBO at z0
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gon.core.decoder import ImplicitDecoder
+from gon.core.encoders import Autoencoder
 from gon.core.model import GON
 
 LOG_2PI = math.log(2 * math.pi)
@@ -191,6 +194,26 @@ class VariationalGON(GaussianPosterior, GON):
     ) -> None:
         super().__init__(decoder, latent_updates=latent_updates, learn_origin=learn_origin,
                          loss="bce", latent_reduction=latent_reduction)
+        self.init_posterior(kl_weight, kl_warmup_steps)
+
+
+class VAE(GaussianPosterior, Autoencoder):
+    """The variational GON's baseline: the autoencoder's encoder h = E(x), the same two heads
+    and reparameterisation, the same decoder, trained end to end on the negative ELBO (amortised
+    inference: no gradient origin, no second-order term).
+
+    ``infer_latents`` returns h = E(x) and, without a graph, the batch's summed NELBO at h
+    (nothing trains on it; it is logged as ``loss_inner``).
+    """
+
+    def __init__(
+        self,
+        decoder: ImplicitDecoder,
+        encoder: nn.Module,
+        kl_weight: float = 1.0,
+        kl_warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(decoder, encoder, loss="bce")
         self.init_posterior(kl_weight, kl_warmup_steps)
 
 

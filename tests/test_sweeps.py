@@ -125,6 +125,22 @@ def test_more_seeds_train_only_the_new_seeds(tmp_path: Path, data_dir: Path) -> 
 
 
 @pytest.mark.slow
+def test_variational_sweep_trains_both_models(tmp_path: Path, data_dir: Path) -> None:
+    """hparams_search=variational with the pixels fixed on the command line: the variational
+    GON and the VAE, minimising the test negative ELBO."""
+    sweep_dir = tmp_path / "variational"
+    args = _args(data_dir, sweep_dir, "hparams_search=variational", "dataset.binarize=dynamic")
+    out = _sweep(tmp_path, args)
+    study = _study(sweep_dir)
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE]
+    assert _states(study) == {"COMPLETE": 2}, out[-3000:]
+    assert {t.params["encoder"] for t in study.trials} == {"variational", "vae"}
+    for t in study.trials:
+        metrics = json.loads((sweep_dir / str(t.number) / "metrics.json").read_text())
+        assert metrics["val/nelbo"] == pytest.approx(t.value) and t.value > 0
+
+
+@pytest.mark.slow
 def test_failed_trials_are_recorded_with_joblib(tmp_path: Path, data_dir: Path) -> None:
     """2 joblib workers; lr=-1 fails in the job (ConfigError), latent_reduction=nope does not
     compose (failed before launch, so its batch neighbour still runs). 4 failures of 6 stop

@@ -21,8 +21,9 @@ SEED = "seed"  # the replicate key: one run per seed and variant; a swept param 
 # names (and report keys) of gradient-origin variants stay e.g. none-siren-bce-sum
 ENCODER_AXIS, DEFAULT_ENCODER = "encoder", "gradient_origin"
 # the options of conf/encoder/; VARIATIONAL: those whose model has an ELBO (a Gaussian posterior)
-ENCODERS = (DEFAULT_ENCODER, "detached", "autoencoder", "autoencoder_matched", "variational")
-VARIATIONAL = ("variational",)
+ENCODERS = (DEFAULT_ENCODER, "detached", "autoencoder", "autoencoder_matched", "variational",
+            "vae")
+VARIATIONAL = ("variational", "vae")
 # what identifies a run's variant across sweeps (tags, resume)
 RUN_AXES = ("dataset", *AXES, ENCODER_AXIS)
 

@@ -7,6 +7,7 @@ Usage:
     with file_lock(path):                # blocks until no other process holds `path`
         ...create or join the study...
     bind_to_sweeper()                    # in a job: die if the sweeper that started it dies
+    bind_to_launcher()                   # in a DVC stage's command: stop if `dvc repro` dies
 
 The locks are fcntl.flock locks: the kernel drops them when their holder exits, however it
 exits (SIGKILL included), so nothing is ever left locked. On NFS, Linux emulates flock with
@@ -23,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,10 +169,61 @@ def bind_to_sweeper() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def bind_to_launcher() -> None:
+def _ppid(pid: int) -> int | None:
+    """The parent pid of process `pid` (Linux /proc), None if it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _launched_by_dvc(pid: int, stage: str) -> bool:
+    """Whether process `pid` was started for DVC stage `stage` (its environment says so)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"DVC_STAGE={stage}".encode() in env
+
+
+def _launcher_chain(stage: str) -> list[int]:
+    """[parent, ..., DVC]: this process's ancestors up to the DVC process that ran `stage`.
+    DVC runs a stage's cmd with `$SHELL -c`; a shell that does not exec its command (dash, the
+    usual /bin/sh) sits between DVC and us."""
+    chain = [os.getppid()]
+    while _launched_by_dvc(chain[-1], stage) and len(chain) < 8:
+        parent = _ppid(chain[-1])
+        if parent is None or parent <= 1:
+            return []
+        chain.append(parent)
+    return chain
+
+
+def _watch_chain(chain: list[int], period_s: float) -> None:
+    """SIGTERM to this process once any link of `chain` breaks (an ancestor died, so its
+    child was re-parented)."""
+    links = list(zip([os.getpid(), *chain[:-1]], chain, strict=True))
+    while all((os.getppid() if child == os.getpid() else _ppid(child)) == parent
+              for child, parent in links):
+        time.sleep(period_s)
+    log.warning("the DVC process that started this command (pid %d) is gone: stopping",
+                chain[-1])
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def bind_to_launcher(period_s: float = 0.5) -> None:
     """In a command that DVC runs (`dvc repro`): stop (SIGTERM, which the command handles as
     an interruption) if DVC dies, so a killed `dvc repro` leaves no sweeper writing into the
-    outputs that the next `dvc repro` deletes. Commands started from a shell are left alone
-    (`nohup` must keep working)."""
-    if "DVC_STAGE" in os.environ:
+    outputs that the next `dvc repro` deletes. With DVC as the parent that is a parent-death
+    signal; with a shell between (DVC runs `$SHELL -c <cmd>`, and dash does not exec), a
+    daemon thread checks the chain up to DVC every `period_s`. Commands started from a shell
+    are left alone (`nohup` must keep working)."""
+    stage = os.environ.get("DVC_STAGE")
+    if stage is None or not sys.platform.startswith("linux"):
+        return
+    chain = _launcher_chain(stage)
+    if len(chain) == 1:
         die_with_parent(signal.SIGTERM)
+    elif chain:
+        threading.Thread(target=_watch_chain, args=(chain, period_s), daemon=True,
+                         name="gon-launcher-watch").start()

@@ -126,7 +126,13 @@ def start(argv: list[str], tmp_path: Path, capture: bool = True, **env: str) -> 
     capture=False, discarded: for a process nobody reads, which a full pipe would block)."""
     out = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(argv, cwd=ROOT, env=subprocess_env(tmp_path) | env, stdout=out,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """In a child: Ctrl-C's default action, also when the tests run as a background job (whose
+    processes inherit SIGINT ignored, so Python would not raise KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(argv: list[str], tmp_path: Path, ok: bool = True, timeout: float = 900,

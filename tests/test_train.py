@@ -17,8 +17,9 @@ from helpers import kill_when, start, train_cli
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.app.builders import ConfigError, load_images
+from gon.app.builders import ConfigError, load_images, validate_config
 from gon.app.checkpoint import CheckpointError
+from gon.app.data import binarize, load_splits, validation_indices
 from gon.app.train import DivergenceError, _Job, train
 
 VAL_KEYS = ("val/mse", "val/psnr", "val/ssim", "val/bce")
@@ -164,11 +165,31 @@ def test_learning_curve_points_and_seeds(tiny_cfg, tmp_path: Path, data_dir: Pat
                                                                        for r in curve}) > 1
     train(tiny_cfg("train.max_steps=12", "train.curve_points=0", run="nocurve"))
     assert [r["step"] for r in _metrics(tmp_path / "nocurve")["val_curve"]] == [12]
-    # a seed changes the initialisation and the batch order, never the test split
+    # a seed changes the initialisation and the batch order, never the splits
     other = train(tiny_cfg("train.max_steps=12", "seed=1", run="seed1"))
     assert other != objective
-    split = [load_images(tiny_cfg(f"seed={k}"), torch.device("cpu"))[1] for k in (0, 1)]
-    assert torch.equal(*split)
+    splits = [load_images(tiny_cfg(f"seed={k}"), torch.device("cpu")) for k in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(*splits, strict=True))
+
+
+def test_validation_split_is_held_out_of_the_train_split(tiny_cfg) -> None:
+    """Training sees the train split less a fixed seeded tenth; the curves and the objective
+    score that tenth; the test split is untouched (gon.evaluate's and the claims')."""
+    cfg = tiny_cfg()
+    train_x, val_x, test_x = load_images(cfg, torch.device("cpu"))
+    (whole, _), (test, _) = load_splits("digits", ("train", "test"),
+                                        Path(cfg.paths.data_dir) / "prepared", None)
+    assert (len(train_x), len(val_x)) == (1497 - 150, 150) and torch.equal(test_x, test)
+    keep, held = validation_indices(len(whole), 0.1)
+    assert torch.equal(train_x, whole[keep]) and torch.equal(val_x, whole[held])
+    assert not set(keep.tolist()) & set(held.tolist()) and len(keep) + len(held) == len(whole)
+    keep2, held2 = validation_indices(len(whole), 0.2)  # a fixed subset per fraction
+    assert torch.equal(validation_indices(len(whole), 0.1)[1], held) and len(held2) == 299
+    binary = load_images(tiny_cfg("dataset.binarize=fixed"), torch.device("cpu"))
+    drawn = binarize(whole, "train")  # one draw of the whole split, then split
+    assert torch.equal(binary[0], drawn[keep]) and torch.equal(binary[1], drawn[held])
+    with pytest.raises(ConfigError, match=r"eval.val_fraction=0.9 \(must be a fraction in"):
+        validate_config(tiny_cfg("eval.val_fraction=0.9"))
 
 
 def test_variational_resume_continues_exactly(tiny_cfg) -> None:

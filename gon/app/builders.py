@@ -3,8 +3,8 @@
 Usage:
     validate_config(cfg)  # raises ConfigError listing every bad value
     device = resolve_device(cfg.device)
-    train_images, test_images = load_images(cfg, device)  # prepares the dataset on first use
-    model = build_model(cfg, channels=train_images.shape[-1]).to(device)
+    train, val, test = load_images(cfg, device)  # prepares the dataset on first use
+    model = build_model(cfg, channels=train.shape[-1]).to(device)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from gon import (
     TrainStep,
     VariationalGON,
 )
-from gon.app.data import BINARIZE, binarize, load_splits, prepare
+from gon.app.data import BINARIZE, binarize, load_splits, prepare, validation_indices
 from gon.app.metrics import HIGHER_IS_BETTER
 from gon.app.variants import ENCODERS, VARIATIONAL, encoder_choice
 from gon.core.blocks import ACTIVATIONS
@@ -104,6 +104,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "train.step_path": ((lambda v: v in TrainStep.PATHS), ", ".join(TrainStep.PATHS)),
     "eval.num_images": _int_at_least(1),
+    "eval.val_fraction": ((lambda v: _is_num(v) and 0 < v <= 0.5), "a fraction in (0, 0.5]"),
     "eval.fit_images": _int_at_least(2),
     "eval.grid_rows": _int_at_least(1),
     "eval.iw_samples": _int_at_least(1),
@@ -183,20 +184,29 @@ def resolve_device(name: str, job_num: int | None = None) -> torch.device:
     return device
 
 
-def load_images(cfg: DictConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, test) images (N, H, W, C) on `device`, preparing the dataset on first use."""
+def load_images(cfg: DictConfig, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train, val, test) images (N, H, W, C) on `device`, preparing the dataset on first use.
+    val is the fixed eval.val_fraction of the train split held out of training (the learning
+    curves, the objective, tuning); test is for final scores only (gon.evaluate, the claims).
+    With dataset.binarize, val and test are fixed draws (train too, unless "dynamic")."""
     d, root = cfg.dataset, Path(cfg.paths.data_dir)
     extra = {"source": d.source, "size": d.image_size} if d.name == "image_folder" else {}
     prepare(d.name, raw_root=root / "raw", out_root=root / "prepared", **extra)
     (train, _), (test, _) = load_splits(  # prepare has just checked the artefact
         d.name, ("train", "test"), root / "prepared", d.image_size, device, verify=False
     )
+    try:
+        keep, held = validation_indices(len(train), cfg.eval.val_fraction)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     mode = d.get("binarize", False)
-    if mode == "fixed":
-        train = binarize(train, "train")
+    drawn = binarize(train, "train") if mode else train  # one fixed draw of the whole split
     if mode:  # "dynamic" draws a binarisation of every training batch (gon.app.train)
         test = binarize(test, "test")
-    return train, test
+    val = drawn[held.to(train.device)]
+    train = (drawn if mode == "fixed" else train)[keep.to(train.device)]
+    return train, val, test
 
 
 def build_encoding(cfg: DictConfig, in_dim: int, seed: int) -> torch.nn.Module:

@@ -83,7 +83,7 @@ def _trial(job: tuple[str, DictConfig, int, float | None]) -> tuple[str, int, di
     key = f"{cfg.dataset.name}:{cfg.paths.data_dir}:{cfg.dataset.binarize}"  # grey or binary
     if key not in _DATA:
         _DATA[key] = load_images(cfg, torch.device("cpu"))
-    train, test = _DATA[key]
+    train, _, test = _DATA[key]  # trained on the train split less its validation images
     probe = train[:64]
     result = run_trial(cfg, train, test, steps, seconds,
                        probe=lambda m, c: {"batch_dependence": batch_dependence(m, c, probe)})

@@ -35,7 +35,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 OFFLINE_HINT = "The 'digits' dataset is bundled with scikit-learn and needs no download."
 # dataset.binarize: grey levels in [0, 1] (False), or binary pixels ~ Bernoulli(grey level)
-# drawn once ("fixed") or afresh for every training batch ("dynamic"; its test split is fixed)
+# drawn once ("fixed") or afresh for every training batch ("dynamic"; its validation and test
+# splits are fixed draws)
 BINARIZE = (False, "fixed", "dynamic")
 BINARIZE_SEED = 0  # the fixed draw: the same binary images for every run, seed and device
 
@@ -49,6 +50,17 @@ class DatasetError(RuntimeError):
 def _check_name(name: str) -> None:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+
+
+def validation_indices(n_train: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out): the indices of the train split that train, and of the fixed seeded
+    validation subset (round(fraction * n_train) images, at least 1) held out of training for
+    the learning curves, the objective and tuning; each in the original order."""
+    n_val = max(1, round(fraction * n_train))
+    if n_val >= n_train:
+        raise ValueError(f"eval.val_fraction={fraction} holds out all {n_train} train images")
+    perm = np.random.RandomState(SPLIT_SEED + 1).permutation(n_train)  # not the test split's
+    return (torch.from_numpy(np.sort(perm[n_val:])), torch.from_numpy(np.sort(perm[:n_val])))
 
 
 def _seeded_split(x: np.ndarray, n_test: int, y: np.ndarray | None = None) -> Arrays:

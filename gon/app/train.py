@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # a checkpoint resumes only a run with the same values here (other keys may change between calls)
-RESUME_KEYS = ("seed", *RUN_AXES, "model", "train.batch_size", "train.lr")
+RESUME_KEYS = ("seed", *RUN_AXES, "model", "train.batch_size", "train.lr",
+               "eval.val_fraction")
 # a job of a sweep waits this long for another process to let go of its run dir (a trial
 # re-queued after its sweeper died, while the old job is still winding down); a single run
 # refuses at once
@@ -144,7 +145,7 @@ class _Job:
         torch.set_float32_matmul_precision(self.t.matmul_precision)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # so libraries that use "the current GPU" use this one
-        self.images, val = load_images(cfg, device)
+        self.images, val, _ = load_images(cfg, device)  # the test split is not read here
         n, h, w, c = self.images.shape
         if self.t.batch_size > n:
             raise ConfigError(f"train.batch_size={self.t.batch_size} exceeds the {n} train images")
@@ -174,8 +175,9 @@ class _Job:
         except ValueError as e:
             raise ConfigError(str(e)) from e
         variant = " ".join(variant_tags(cfg))
-        log.info("training %s (%d images %dx%dx%d) on %s, %d params", variant, n, h, w, c,
-                 device, sum(p.numel() for p in self.model.parameters()))
+        log.info("training %s (%d images %dx%dx%d, %d held out for validation) on %s, %d params",
+                 variant, n, h, w, c, len(val), device,
+                 sum(p.numel() for p in self.model.parameters()))
 
     def batches(self) -> Iterator[torch.Tensor]:
         """The batches of steps self.step+1, ...; an epoch's last partial batch is dropped."""

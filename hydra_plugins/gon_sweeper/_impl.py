@@ -144,9 +144,11 @@ class ResumableSweep(OptunaSweeperImpl):
                 st.retry_failed(study, sweep_dir)
         return study
 
-    def _next_trials(self, study: optuna.Study, n_trials: int, batch: int) -> list[Trial]:
+    def _next_trials(self, study: optuna.Study, n_trials: int, batch: int,
+                     prefix: str = "") -> list[Trial]:
         """Under the study's lock: re-queue dead sweepers' trials, then ask for and claim at
-        most `batch` trials within the budget ([] when nothing is left to launch)."""
+        most `batch` trials within the budget ([] when nothing is left to launch); a new
+        trial's run subdir is <prefix><number>."""
         with studies.study_lock(self.url, self.sweep_dir):
             st.recover_stale(study, self.stale_after_s)
             finished, running = st.budget(study)
@@ -157,7 +159,7 @@ class ResumableSweep(OptunaSweeperImpl):
                 return []
             trials = [study.ask() for _ in range(n)]
             for t in trials:
-                st.claim(t)
+                st.claim(t, t.user_attrs.get(st.DIR) or f"{prefix}{t.number}")
             return trials
 
     # ---------------------------------------------------------------- the loop

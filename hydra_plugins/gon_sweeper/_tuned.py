@@ -7,7 +7,10 @@
    <sweep dir>/best/<variant>/seed<k> (evaluate that folder: python -m gon.evaluate <dir>/best).
 3. <sweep dir>/tuned.json: per variant its best setting, value and number of tuning trials.
 
-Every step resumes like a plain sweep (finished trials are not trained again). A re-run keeps
+Every step resumes like a plain sweep (finished trials are not trained again), and sweepers
+can share one study as in a plain sweep (same sweep dir or storage: sqlite, journal://,
+postgresql://): trials are drawn under the study's lock, and a variant's best setting is read
+only once every tuning trial of it, also another sweeper's, has finished. A re-run keeps
 the setting it was started with: if more tuning trials change a variant's best setting after its
 re-runs began, the sweep stops with an error (use a new hydra.sweep.dir).
 """
@@ -16,12 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
+from gon.app import studies
 from gon.app import sweep as sw
 from gon.app import sweep_grid as sg
 from gon.app import sweep_trials as st
@@ -36,19 +41,21 @@ RECORD = "tuned.json"
 
 def _loop(sweep: ResumableSweep, study: optuna.Study, n_trials: int, batch: int,
           space: dict[str, BaseDistribution], fixed: dict[str, Any], overrides: list[str],
-          prefix: str, group: str) -> None:
-    """Ask and run batches until the study has n_trials finished ones."""
+          prefix: str, group: str, wait_s: float = 2.0) -> None:
+    """Draw (under the study's lock) and run batches until the study has n_trials finished
+    ones, waiting for trials that another sweeper on the same study is running: a variant's
+    best setting is read only once all its tuning trials are done (or re-queued as stale)."""
     while True:
-        st.recover_stale(study, sweep.stale_after_s)
-        finished, running = st.budget(study)
-        n = min(batch, n_trials - finished - running)
-        if n <= 0:
+        if trials := sweep._next_trials(study, n_trials, batch, prefix):
+            sweep._run(study, trials, space, fixed, overrides, prefix, group)
+            if len(failed := st.failures(study)) > int(sweep.max_failure_rate * n_trials):
+                raise sw.SweepError(
+                    f"{len(failed)} of {n_trials} trials of {study.study_name} failed, more "
+                    f"than max_failure_rate={sweep.max_failure_rate}")
+        elif st.budget(study)[1] == 0:
             return
-        sweep._run(study, [study.ask() for _ in range(n)], space, fixed, overrides, prefix,
-                   group)
-        if len(failed := st.failures(study)) > int(sweep.max_failure_rate * n_trials):
-            raise sw.SweepError(f"{len(failed)} of {n_trials} trials of {study.study_name} "
-                                f"failed, more than max_failure_rate={sweep.max_failure_rate}")
+        else:
+            time.sleep(wait_s)
 
 
 def _variant(point: dict[str, Any], fixed: dict[str, Any], config: Any) -> str:
@@ -78,9 +85,11 @@ def sweep_tuned(sweep: ResumableSweep, space: dict[str, BaseDistribution], fixed
     best: dict[str, dict[str, Any]] = {}
     for point in sg.grid_points(axes):
         name = _variant(point, fixed, cfg)
-        study = optuna.create_study(study_name=f"{main.study_name}/tune/{name}",
-                                    storage=sweep.url, sampler=sweep.sampler,
-                                    directions=directions, load_if_exists=True)
+        with studies.study_lock(sweep.url, sweep_dir):
+            study = optuna.create_study(study_name=f"{main.study_name}/tune/{name}",
+                                        storage=studies.open_storage(sweep.url),
+                                        sampler=sweep.sampler, directions=directions,
+                                        load_if_exists=True)
         if study.trials:
             study.sampler.reseed_rng()
         try:
@@ -108,20 +117,21 @@ def sweep_tuned(sweep: ResumableSweep, space: dict[str, BaseDistribution], fixed
             raise sw.SweepError(
                 f"{name}'s best setting is now {want}, but its re-runs in {sweep_dir}/best "
                 f"used {({key: params.get(key) for key in tuned})}; use a new hydra.sweep.dir")
-    taken = sg.taken_points(main, [*axes, SEED])
-    for params in best.values():
-        for seed in range(k):
-            point = {**params, SEED: seed}
-            if tuple(point[a] for a in [*axes, SEED]) not in taken:
-                main.enqueue_trial(point)
-    total = len(best) * k
-    try:
+    with studies.study_lock(sweep.url, sweep_dir):  # a second sweeper enqueues nothing twice
+        taken = sg.taken_points(main, [*axes, SEED])
+        for params in best.values():
+            for seed in range(k):
+                point = {**params, SEED: seed}
+                if tuple(point[a] for a in [*axes, SEED]) not in taken:
+                    main.enqueue_trial(point)
         for t in main.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             params = t.system_attrs["fixed_params"]
             if st.DIR not in t.user_attrs:  # best/<variant>/seed<k>, kept by retries
                 main._storage.set_trial_user_attr(
                     t._trial_id, st.DIR,
                     f"best/{_variant(params, fixed, cfg)}/seed{params[SEED]}")
+    total = len(best) * k
+    try:
         _loop(sweep, main, total, batch, dists, fixed, overrides, "best/", main.study_name)
     finally:
         sweep._summarize(main, sweep_dir, total)

@@ -57,7 +57,7 @@ def main() -> None:
     print(f"load: {os.getloadavg()[0]:.1f} (1-min average), torch threads "
           f"{torch.get_num_threads()}")
     base_cfg = config(args.baseline.split())
-    train, test = load_images(base_cfg, torch.device("cpu"))
+    train, _, test = load_images(base_cfg, torch.device("cpu"))  # the validation split unused
 
     def trials(overrides: str, seconds: float | None, steps: int = args.steps) -> list[dict]:
         return [run_trial(config([*overrides.split(), f"seed={s}"]), train, test, steps,
@@ -69,7 +69,8 @@ def main() -> None:
         steps = statistics.mean(r[key]["step"] for r in rows)
         secs = statistics.mean(r[key]["seconds"] for r in rows)
         return (f"{name:<70s} {key:<8s} psnr {statistics.mean(psnr):6.2f} dB "
-                f"[{lo:6.2f}, {hi:6.2f}]  steps {steps:7.0f}  train {secs:6.1f} s  "
+                f"[{lo:6.2f}, {hi:6.2f}] (seeds: {', '.join(f'{p:.2f}' for p in psnr)})  "
+                f"steps {steps:7.0f}  train {secs:6.1f} s  "
                 f"params {rows[0]['params']}  path {rows[0]['path']}")
 
     budget = args.budget_s

@@ -203,8 +203,7 @@ def _watch_chain(chain: list[int], period_s: float) -> None:
     """SIGTERM to this process once any link of `chain` breaks (an ancestor died, so its
     child was re-parented)."""
     links = list(zip([os.getpid(), *chain[:-1]], chain, strict=True))
-    while all((os.getppid() if child == os.getpid() else _ppid(child)) == parent
-              for child, parent in links):
+    while all(_ppid(child) == parent for child, parent in links):
         time.sleep(period_s)
     log.warning("the DVC process that started this command (pid %d) is gone: stopping",
                 chain[-1])

@@ -25,9 +25,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from gon.app.builders import load_images
-from gon.app.claims import t_interval
-from gon.app.trials import run_trial
+from gon.app.build import load_images
+from gon.app.claims.table import t_interval
+from gon.app.claims.trials import run_trial
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -10,8 +10,8 @@ import pytest
 from helpers import TINY, compose_config, postgres_bindir, postgres_cluster, subprocess_env
 from omegaconf import DictConfig
 
-from gon.app.data import prepare
-from gon.app.train import train
+from gon.app.data.datasets import prepare
+from gon.app.train.job import train
 
 # the tiny sweep's runs: two variants, the first with two seeds
 TINY_SWEEP = {"0": ["block=siren", "latent_reduction=sum"],

@@ -18,9 +18,9 @@ import torch
 from helpers import ROOT, browse, chromium, subprocess_env
 from PIL import Image
 
-from gon.app.evaluate import evaluate_sweep
-from gon.app.report import write_report
-from gon.app.report_html import PALETTE
+from gon.app.evaluate.page import PALETTE
+from gon.app.evaluate.report import write_report
+from gon.app.evaluate.runs import evaluate_sweep
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium() is None, reason="chromium is not installed")]

@@ -16,7 +16,9 @@ from helpers import make_gon
 from wandb_reader import read_run
 
 from gon import make_grid
-from gon.app.claims import (
+from gon.app.claims.cli import main
+from gon.app.claims.run import batch_dependence
+from gon.app.claims.table import (
     BUDGETS,
     COMPARISONS,
     TRIALS,
@@ -28,7 +30,6 @@ from gon.app.claims import (
     t_interval,
     verdict,
 )
-from gon.app.claims_run import batch_dependence, main
 
 
 def test_t_interval_on_known_numbers() -> None:

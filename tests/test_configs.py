@@ -16,8 +16,9 @@ from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_
 from omegaconf import OmegaConf
 
 from gon import GON
-from gon.app.builders import ENCODERS, build_model, validate_config
-from gon.app.data import DATASETS
+from gon.app.build import build_model
+from gon.app.config import ENCODERS, validate_config
+from gon.app.data.datasets import DATASETS
 from gon.app.variants import AXES, SEED
 
 GROUPS = ["block", "dataset", "encoder", "encoding", "latent_reduction", "logger", "loss"]

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, MNIST
 
-from gon.app.data import DATASETS, DatasetError, load_dataset, prepare
-from pipelines.fetch import main as fetch_main
+from gon.app.data.cli import main as fetch_main
+from gon.app.data.datasets import DATASETS, DatasetError, load_dataset, prepare
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +106,7 @@ def test_digits_end_to_end(digits_root: Path) -> None:
 def test_second_run_is_noop(digits_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     files = [digits_root / "digits" / f for f in ("data.npz", "meta.json")]
     before = [f.stat().st_mtime_ns for f in files]
-    caplog.set_level(logging.INFO, logger="gon.app.data")
+    caplog.set_level(logging.INFO, logger="gon.app.data.datasets")
     assert prepare("digits", out_root=digits_root) == digits_root / "digits"
     assert [f.stat().st_mtime_ns for f in files] == before and "up to date" in caplog.text
 

@@ -11,7 +11,8 @@ import torch
 from helpers import compose_config
 
 from gon import Autoencoder, ConvEncoder, MLPEncoder, TrainStep, make_grid
-from gon.app.builders import MATCH_TOLERANCE, ConfigError, build_model, count_params
+from gon.app.build import MATCH_TOLERANCE, build_model, count_params
+from gon.app.config import ConfigError
 from gon.app.variants import variant_name, variant_tags
 
 SIZES = [(8, 8), (28, 28)]  # digits (an MLP encoder), MNIST (a conv encoder)

@@ -23,11 +23,12 @@ from PIL import Image
 from wandb_reader import read_run
 
 from gon import make_grid
-from gon.app.builders import build_model
-from gon.app.evaluate import encode, evaluate_sweep, find_runs, main, variant_name
+from gon.app.build import build_model
+from gon.app.evaluate.cli import main
+from gon.app.evaluate.report import GRIDS, log_wandb, summary_columns, write_report
+from gon.app.evaluate.runs import encode, evaluate_sweep, find_runs, variant_name
 from gon.app.metrics import LIKELIHOOD, SAMPLE_SEED, image_grid
-from gon.app.report import GRIDS, log_wandb, summary_columns, write_report
-from gon.app.train import train
+from gon.app.train.job import train
 
 
 @pytest.fixture(scope="module")

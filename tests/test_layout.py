@@ -1,6 +1,7 @@
 """The package layout: the library (gon, gon.core) runs with torch and numpy alone, imports
-flow one way (gon.core <- gon.app <- hydra_plugins), no import circles, and the console
-scripts are the `python -m` entry points.
+flow one way (gon.core <- reliability, data <- shared modules <- stages <- shims <- plugin), no
+import circles (relative imports included), and the console scripts are the `python -m`
+entry points.
 
 $ python -m pytest tests/test_layout.py -q
 """
@@ -17,8 +18,8 @@ import pytest
 import tomllib
 from helpers import ROOT, run, train_cli
 
-from gon.app import sweep as sw
-from gon.app.train import starts_sweep
+from gon.app.sweeps import record as rec
+from gon.app.train.cli import starts_sweep
 
 APP_ONLY = ["hydra", "hydra_plugins", "omegaconf", "optuna", "wandb", "dvc", "torchmetrics",
             "sklearn", "torchvision", "PIL", "tqdm", "yaml", "sqlalchemy", "joblib", "submitit"]
@@ -103,20 +104,28 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(path: Path) -> list[tuple[str, bool]]:
-    """(imported module, inside a function) for every import statement of a file."""
+def _imports(path: Path, module: str) -> list[tuple[str, bool]]:
+    """(imported module, inside a function) for every import statement of a file, relative
+    imports resolved against the file's package."""
     tree, found = ast.parse(path.read_text()), []
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
             if isinstance(child, ast.Import):
                 found.extend((a.name, in_function) for a in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
-                found.append((child.module, in_function))
-                # `from gon.app import sweep` imports the module gon.app.sweep
-                found.extend((f"{child.module}.{a.name}", in_function) for a in child.names
-                             if f"{child.module}.{a.name}" in MODULES)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:  # from . import x / from ._impl import y
+                    up = package.split(".")
+                    up = up[:len(up) - child.level + 1]
+                    base = ".".join([*up, *([child.module] if child.module else [])])
+                if child.module:  # `from . import _impl` imports _impl, not the package
+                    found.append((base, in_function))
+                # `from gon.app import sweeps` imports the module gon.app.sweeps
+                found.extend((f"{base}.{a.name}", in_function) for a in child.names
+                             if f"{base}.{a.name}" in MODULES)
             visit(child, nested)
 
     visit(tree, False)
@@ -124,13 +133,23 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 
 MODULES = _modules()
-LAYER = {"gon.core": 0, "gon": 0, "gon.app": 1, "gon.train": 1, "gon.evaluate": 1,
-         "gon.sweep": 1, "gon.workspace": 1, "gon.claims": 1, "pipelines": 1,
-         "hydra_plugins": 2}
+# The import rule, lowest first: a module imports only its own rank and lower ones (the layout
+# section of README.md). gon.app's own modules at its top are the shared vocabulary.
+RANK = {"gon.core": 0, "gon": 0, "gon.app.reliability": 1, "gon.app.data": 2, "gon.app": 3,
+        "gon.app.train": 4, "gon.app.sweeps": 5, "gon.app.claims": 6, "gon.app.evaluate": 7,
+        "gon.train": 8, "gon.evaluate": 8, "gon.sweep": 8, "gon.workspace": 8, "gon.claims": 8,
+        "pipelines": 8, "hydra_plugins": 9}
+STAGES = ("gon.app.data", "gon.app.train", "gon.app.sweeps", "gon.app.claims", "gon.app.evaluate")
+SHIMS = {"gon.train", "gon.evaluate", "gon.sweep", "gon.workspace", "gon.claims",
+         "pipelines.fetch"}
+# the plugin module Hydra imports to discover sweepers loads its implementation on first use
+LAZY = {("hydra_plugins.gon_sweeper.gon_sweeper", "hydra_plugins.gon_sweeper._impl"),
+        ("hydra_plugins.gon_sweeper.gon_sweeper", "hydra_plugins.gon_sweeper._tuned")}
 
 
-def _layer(module: str) -> int:
-    return max(v for k, v in LAYER.items() if module == k or module.startswith(k + "."))
+def _home(module: str) -> str:
+    """The RANK key a module falls under (its longest prefix)."""
+    return max((k for k in RANK if module == k or module.startswith(k + ".")), key=len)
 
 
 def _ours(module: str) -> str | None:
@@ -141,21 +160,36 @@ def _ours(module: str) -> str | None:
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
-def test_imports_flow_one_way(module: str) -> None:
-    """gon.core imports torch, numpy and the standard library only; no layer imports a
-    higher one (library <- app <- sweeper plugin); no repo import hides in a function."""
-    for name, in_function in _imports(MODULES[module]):
+def test_imports_follow_the_rule(module: str) -> None:
+    """gon.core imports torch, numpy and the standard library only; every module imports only
+    its own rank and lower ones (core <- reliability, data <- shared <- stages in pipeline
+    order <- shims <- plugin); data knows no config; only the shims import a cli module; the
+    plugin imports only gon.app.sweeps, gon.app.config and gon.app.reliability; no repo import
+    hides in a function except the one in LAZY."""
+    for name, in_function in _imports(MODULES[module], module):
         top = name.split(".")[0]
-        if _layer(module) == 0 and (module.startswith("gon.core") or module == "gon"):
+        if module.startswith("gon.core") or module == "gon":
             assert top in {"torch", "numpy", "gon", "__future__"} or \
                 top in sys.stdlib_module_names, f"{module} imports {name}"
-        if (target := _ours(name)) is not None:
-            assert _layer(target) <= _layer(module), f"{module} imports {name} (a higher layer)"
-            assert not in_function, f"{module} imports {name} inside a function"
+        if module.startswith("gon.app.data"):
+            assert top not in {"hydra", "omegaconf"} and not name.startswith("gon.app.config"), \
+                f"{module} imports {name}: the data stage knows no config"
+        if (target := _ours(name)) is None or target == module:
+            continue
+        assert RANK[_home(target)] <= RANK[_home(module)], f"{module} imports {target} (higher)"
+        if _home(module) in STAGES and _home(target) in STAGES:
+            assert STAGES.index(_home(target)) <= STAGES.index(_home(module)), (module, target)
+        if target.endswith(".cli"):
+            assert module in SHIMS, f"{module} imports {target}: only python -m shims may"
+        if module.startswith("hydra_plugins") and target.startswith("gon"):
+            allowed = ("gon.app.sweeps", "gon.app.config", "gon.app.reliability")
+            assert target.startswith(allowed), f"{module} imports {target}"
+        assert not in_function or (module, target) in LAZY, \
+            f"{module} imports {target} inside a function"
 
 
 def test_no_import_circles() -> None:
-    graph = {m: {t for n, _ in _imports(f) if (t := _ours(n)) and t != m}
+    graph = {m: {t for n, _ in _imports(f, m) if (t := _ours(n)) and t != m}
              for m, f in MODULES.items()}
     state: dict[str, int] = {}  # 1: on the DFS stack, 2: done
 
@@ -174,9 +208,16 @@ def test_no_import_circles() -> None:
             visit(m, [])
 
 
+def test_the_rule_sees_relative_imports() -> None:
+    """The plugin's relative import of its implementation is read (it once hid a circle)."""
+    module = "hydra_plugins.gon_sweeper.gon_sweeper"
+    assert ("hydra_plugins.gon_sweeper._impl", True) in _imports(MODULES[module], module)
+
+
 # ------------------------------------------------------------------ entry points
 SCRIPTS = {"gon-train": "gon.train", "gon-evaluate": "gon.evaluate", "gon-sweep": "gon.sweep",
-           "gon-fetch": "pipelines.fetch", "gon-workspace": "gon.workspace"}
+           "gon-fetch": "pipelines.fetch", "gon-workspace": "gon.workspace",
+           "gon-claims": "gon.claims"}
 
 
 def test_console_scripts_are_the_module_entry_points() -> None:
@@ -213,7 +254,7 @@ def test_console_script_sweeps_by_itself(tmp_path: Path, data_dir: Path) -> None
     argv = train_cli(data_dir, "hparams_search=variants", "encoding=none", "block=siren",
                      "loss=bce", "seed=0", f"hydra.sweep.dir={sweep_dir}")
     out = run([str(Path(sys.executable).with_name("gon-train")), *argv[3:]], tmp_path)
-    assert (sweep_dir / sw.RECORD).exists(), out[-3000:]
+    assert (sweep_dir / rec.RECORD).exists(), out[-3000:]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
     out = run([str(Path(sys.executable).with_name("gon-sweep")), str(sweep_dir)], tmp_path)
     assert "2 complete" in out

@@ -24,8 +24,8 @@ from helpers import ROOT, alive, children, compose_config, subprocess_env, wait_
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.app.builders import validate_config
-from gon.app.report import GRIDS
+from gon.app.config import validate_config
+from gon.app.evaluate.report import GRIDS
 
 DVC = [str(Path(sys.executable).with_name("dvc"))]  # the venv's, activated or not
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -87,12 +87,12 @@ def test_code_deps_cover_what_the_stage_imports(stage: str) -> None:
 
 def test_deps_keep_tracking_and_evaluation_out_of_training() -> None:
     sweep = STAGES["sweep"]["deps"]
-    for path in ("gon/app/evaluate.py", "gon/app/report.py", "conf/logger/wandb.yaml",
-                 "params.yaml"):
+    for path in ("gon/app/evaluate/runs.py", "gon/app/evaluate/report.py",
+                 "gon/app/claims/run.py", "conf/logger/wandb.yaml", "params.yaml"):
         assert not _covered(path, sweep), f"editing {path} would retrain"
     assert STAGES["sweep"]["params"] == ["sweep"] and STAGES["evaluate"]["params"] == ["evaluate"]
-    assert not _covered("gon/app/claims_run.py", sweep) and STAGES["claims"]["params"] == [
-        "claims"]
+    assert not _covered("gon/app/evaluate/page.py", STAGES["claims"]["deps"])
+    assert STAGES["claims"]["params"] == ["claims"]
     assert "outputs/sweep" in STAGES["evaluate"]["deps"] and STAGES["sweep"]["outs"] == [
         "outputs/sweep"]
 

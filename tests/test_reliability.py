@@ -36,14 +36,15 @@ from hydra.errors import MissingConfigException
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.app import evaluate as ev
 from gon.app import tracking
-from gon.app.checkpoint import CheckpointError, load_checkpoint
-from gon.app.data import DatasetError, prepare
-from gon.app.faults import describe
-from gon.app.lifecycle import RUN_LOCK, RunDirBusy, hold_run_dir
+from gon.app.data.datasets import DatasetError, prepare
+from gon.app.evaluate import cli as ev
 from gon.app.metrics import image_metrics
-from gon.app.train import train, unknown_search
+from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
+from gon.app.reliability.faults import describe
+from gon.app.reliability.lifecycle import RUN_LOCK, RunDirBusy, hold_run_dir
+from gon.app.train.cli import unknown_search
+from gon.app.train.job import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SEARCHES = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml")))
@@ -63,8 +64,9 @@ def _holder(run_dir: Path) -> int:
 
 # ------------------------------------------------------------------ one writer per run dir
 def test_run_dir_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
-    code = ("import sys, time; from pathlib import Path; from gon.app.lifecycle import "
-            "hold_run_dir\nwith hold_run_dir(Path(sys.argv[1])):\n print('held', flush=True)\n"
+    code = ("import sys, time; from pathlib import Path\n"
+            "from gon.app.reliability.lifecycle import hold_run_dir\n"
+            "with hold_run_dir(Path(sys.argv[1])):\n print('held', flush=True)\n"
             " time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)

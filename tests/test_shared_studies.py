@@ -20,9 +20,10 @@ import pytest
 from helpers import ROOT, free_port, start, train_cli, wait_for
 from optuna.trial import TrialState
 
-from gon.app import studies
-from gon.app import sweep as sw
-from gon.app import sweep_trials as st
+from gon.app.sweeps import checks as chk
+from gon.app.sweeps import record as rec
+from gon.app.sweeps import studies
+from gon.app.sweeps import trials as st
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -46,7 +47,7 @@ def _check_one_study(sweep_dir: Path, storage: str, n: int) -> optuna.Study:
     WAITING; the only failures are interrupted trials (re-run in their dirs); and no run dir was
     trained more often than the study launched a trial in it."""
     assert len(optuna.study.get_all_study_names(studies.open_storage(storage))) == 1
-    name = json.loads((sweep_dir / sw.RECORD).read_text())["study_name"]
+    name = json.loads((sweep_dir / rec.RECORD).read_text())["study_name"]
     study = optuna.load_study(study_name=name, storage=studies.open_storage(storage))
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -88,7 +89,7 @@ def test_two_sweepers_on_one_new_sweep_dir_share_its_study(tmp_path: Path, data_
     args = _sweep_args(data_dir, sweep_dir, "encoding=none", "loss=bce")  # a 4-variant grid
     a, b = start(args, tmp_path), start(args, tmp_path)
     outs = [_finish(a), _finish(b)]
-    study = _check_one_study(sweep_dir, f"sqlite:///{sweep_dir / sw.DEFAULT_DB}", 4)
+    study = _check_one_study(sweep_dir, f"sqlite:///{sweep_dir / rec.DEFAULT_DB}", 4)
     assert len(study.trials) == 4  # nobody trained beyond the budget
     assert sum("nothing to launch" in o for o in outs) == 2
 
@@ -100,7 +101,7 @@ def test_two_sweepers_on_a_journal_file_one_killed(tmp_path: Path, data_dir: Pat
     url = f"journal://{log}"  # journal:// + /abs/path
     args = _sweep_args(data_dir, sweep_dir, "encoding=none", f"hydra.sweeper.storage={url}")
     _two_sweepers_one_killed(tmp_path, args, sweep_dir, 8)
-    assert log.stat().st_size > 0 and not (sweep_dir / sw.DEFAULT_DB).exists()
+    assert log.stat().st_size > 0 and not (sweep_dir / rec.DEFAULT_DB).exists()
     _check_one_study(sweep_dir, url, 8)
 
 
@@ -115,9 +116,9 @@ def test_two_sweepers_on_postgresql_one_killed(tmp_path: Path, data_dir: Path,
     args = _sweep_args(data_dir, sweep_dir, f"hydra.sweeper.storage={postgres_url}")
     _two_sweepers_one_killed(tmp_path, args, sweep_dir, 16)
     study = _check_one_study(sweep_dir, postgres_url, 16)
-    record = (sweep_dir / sw.RECORD).read_text()
+    record = (sweep_dir / rec.RECORD).read_text()
     assert "s3cret" not in record and "postgresql://postgres:***@127.0.0.1" in record
-    assert study.user_attrs[sw.N_TRIALS] == 16
+    assert study.user_attrs[chk.N_TRIALS] == 16
 
 
 @pytest.mark.slow

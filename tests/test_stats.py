@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gon.app.compare import compare, reversals
+from gon.app.evaluate.compare import compare, reversals
 from gon.app.stats import holm, interval, ranking, spearman, welch_p
 from gon.app.variants import Variant
 

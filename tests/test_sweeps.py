@@ -23,9 +23,12 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from wandb_reader import read_run
 
-from gon.app import sweep as sw
-from gon.app import sweep_grid as sg
-from gon.app import sweep_trials as st
+from gon.app.sweeps import checks as chk
+from gon.app.sweeps import cli as sweep_cli
+from gon.app.sweeps import grid as sg
+from gon.app.sweeps import record as rec
+from gon.app.sweeps import summary as summ
+from gon.app.sweeps import trials as st
 from gon.app.variants import AXES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,8 +45,8 @@ def _sweep(tmp_path: Path, args: list, ok: bool = True, **env: str) -> str:
 
 
 def _study(sweep_dir: Path) -> optuna.Study:
-    name = json.loads((sweep_dir / sw.RECORD).read_text())["study_name"]
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / sw.DEFAULT_DB}")
+    name = json.loads((sweep_dir / rec.RECORD).read_text())["study_name"]
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / rec.DEFAULT_DB}")
 
 
 def _states(study: optuna.Study) -> dict[str, int]:
@@ -71,7 +74,7 @@ def test_variants_grid_trains_each_variant_once(tmp_path: Path, data_dir: Path) 
     assert len(variants) == 16
     for t in study.trials:  # subdir = trial number, its metrics = the trial's value
         assert _objective(sweep_dir / str(t.number)) == pytest.approx(t.value)
-    summary = json.loads((sweep_dir / sw.SUMMARY).read_text())
+    summary = json.loads((sweep_dir / summ.SUMMARY).read_text())
     assert summary["best"]["value"] == max(t.value for t in study.trials)
     assert summary["best"]["number"] == study.best_trial.number and not summary["failures"]
     assert Path(summary["best"]["config"]).exists()
@@ -152,7 +155,7 @@ def test_failed_trials_are_recorded_with_joblib(tmp_path: Path, data_dir: Path) 
     out = _sweep(tmp_path, args, ok=False)
     assert "2 at once" in out and "is launching 2 jobs" in out, out[-3000:]
     assert "4 of 6 trials failed, more than max_failure_rate=0.5 allows" in out
-    assert json.loads((sweep_dir / sw.SUMMARY).read_text())["states"]["FAIL"] == 4
+    assert json.loads((sweep_dir / summ.SUMMARY).read_text())["states"]["FAIL"] == 4
     _sweep(tmp_path, [*args, "hydra.sweeper.max_failure_rate=0.75"])
     study = _study(sweep_dir)
     assert _states(study) == {"COMPLETE": 2, "FAIL": 4}
@@ -164,7 +167,7 @@ def test_failed_trials_are_recorded_with_joblib(tmp_path: Path, data_dir: Path) 
             assert not (sweep_dir / str(t.number)).exists()  # never launched
         elif t.params["train.lr"] < 0:
             assert "train.lr=-1" in t.user_attrs[st.ERROR]
-    summary = json.loads((sweep_dir / sw.SUMMARY).read_text())
+    summary = json.loads((sweep_dir / summ.SUMMARY).read_text())
     assert len(summary["failures"]) == 4 and summary["best"]["params"]["train.lr"] > 0
     out = _sweep(tmp_path, [*args, "hydra.sweeper.max_failure_rate=0.75"])
     assert "nothing to launch" in out  # failed trials count as done: nothing is retried
@@ -232,7 +235,7 @@ def test_killed_sweeper_leaves_no_running_trial(tmp_path: Path, data_dir: Path) 
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
     assert retry.user_attrs[st.DIR] == "0" and retry.params == killed.params
     assert _objective(sweep_dir / "0") == pytest.approx(retry.value)
-    assert json.loads((sweep_dir / sw.SUMMARY).read_text())["states"]["INTERRUPTED"] == 1
+    assert json.loads((sweep_dir / summ.SUMMARY).read_text())["states"]["INTERRUPTED"] == 1
 
 
 # ------------------------------------------------------------------ helpers (fast)
@@ -287,45 +290,46 @@ def test_grid_points_missing_from_a_study() -> None:
 
 
 def test_study_record_is_reused_and_mismatches_refused(tmp_path: Path) -> None:
-    assert sw.recorded_study(tmp_path, None, None) is None
-    sw.record_study(tmp_path, "gon-variants-digits-1", None)
-    assert sw.recorded_study(tmp_path, None, None) == "gon-variants-digits-1"
-    assert sw.recorded_study(tmp_path, "gon-variants-digits-1", None) == "gon-variants-digits-1"
-    with pytest.raises(sw.SweepError, match="holds study 'gon-variants-digits-1'"):
-        sw.recorded_study(tmp_path, "other", None)
-    with pytest.raises(sw.SweepError, match="another hydra.sweep.dir"):
-        sw.recorded_study(tmp_path, None, "postgresql://u:secret@db/gon")
+    assert rec.recorded_study(tmp_path, None, None) is None
+    rec.record_study(tmp_path, "gon-variants-digits-1", None)
+    assert rec.recorded_study(tmp_path, None, None) == "gon-variants-digits-1"
+    assert rec.recorded_study(tmp_path, "gon-variants-digits-1", None) == "gon-variants-digits-1"
+    with pytest.raises(chk.SweepError, match="holds study 'gon-variants-digits-1'"):
+        rec.recorded_study(tmp_path, "other", None)
+    with pytest.raises(chk.SweepError, match="another hydra.sweep.dir"):
+        rec.recorded_study(tmp_path, None, "postgresql://u:secret@db/gon")
     pg = tmp_path / "pg"
-    sw.record_study(pg, "s", "postgresql://u:secret@db/gon")
-    assert "secret" not in (pg / sw.RECORD).read_text()
-    assert sw.recorded_study(pg, None, "postgresql://u:secret@db/gon") == "s"
-    assert sw.main([str(pg)]) == 1  # the record has no password: the summary asks for the URL
-    assert sw.resolve_storage(tmp_path / "new", None).endswith(f"/new/{sw.DEFAULT_DB}")
+    rec.record_study(pg, "s", "postgresql://u:secret@db/gon")
+    assert "secret" not in (pg / rec.RECORD).read_text()
+    assert rec.recorded_study(pg, None, "postgresql://u:secret@db/gon") == "s"
+    # the record has no password: the summary asks for the URL
+    assert sweep_cli.main([str(pg)]) == 1
+    assert rec.resolve_storage(tmp_path / "new", None).endswith(f"/new/{rec.DEFAULT_DB}")
 
 
 def test_default_study_name_is_readable_and_unique(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    first = sw.default_study_name("variants", "mnist", url)
+    first = rec.default_study_name("variants", "mnist", url)
     assert first.startswith("gon-variants-mnist-20")
     optuna.create_study(study_name=first, storage=url)
-    second = sw.default_study_name("variants", "mnist", url)  # -2, or a later second's name
+    second = rec.default_study_name("variants", "mnist", url)  # -2, or a later second's name
     assert second != first and second.startswith("gon-variants-mnist-20")
 
 
 def test_direction_must_suit_the_metric() -> None:
-    sw.check_direction("val/psnr", ["maximize"])
-    sw.check_direction("val/mse", ["minimize"])
-    with pytest.raises(sw.SweepError, match="direction=maximize"):
-        sw.check_direction("val/mse", ["maximize"])
+    chk.check_direction("val/psnr", ["maximize"])
+    chk.check_direction("val/mse", ["minimize"])
+    with pytest.raises(chk.SweepError, match="direction=maximize"):
+        chk.check_direction("val/mse", ["maximize"])
 
 
 def test_fingerprint_is_stored_then_enforced() -> None:
     study = optuna.create_study()
     fp = {"overrides": ["hparams_search=variants"], "params": {}, "directions": ["maximize"]}
-    sw.check_fingerprint(study, fp)
-    sw.check_fingerprint(study, fp)
-    with pytest.raises(sw.SweepError, match="other settings.*overrides"):
-        sw.check_fingerprint(study, {**fp, "overrides": ["dataset=mnist"]})
+    chk.check_fingerprint(study, fp)
+    chk.check_fingerprint(study, fp)
+    with pytest.raises(chk.SweepError, match="other settings.*overrides"):
+        chk.check_fingerprint(study, {**fp, "overrides": ["dataset=mnist"]})
 
 
 def test_stale_trials_are_failed_and_requeued() -> None:
@@ -394,27 +398,27 @@ def test_summary_names_best_trial_and_failures(tmp_path: Path) -> None:
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, x)
-    summary = sw.summarize(study, tmp_path, n_trials=3)
+    summary = summ.summarize(study, tmp_path, n_trials=3)
     assert summary["best"]["number"] == 1 and summary["best"]["value"] == 0.9
     assert "block=siren" in summary["best"]["overrides"]
     assert summary["best"]["dir"] == str(tmp_path / "1")
     assert [f["number"] for f in summary["failures"]] == [2]
     assert summary["states"] == {"COMPLETE": 2, "FAIL": 1}
-    text = sw.format_summary(summary)
+    text = summ.format_summary(summary)
     assert "best: trial 1" in text and "failed: trial 2" in text and "DivergenceError" in text
-    assert json.loads(sw.write_summary(summary, tmp_path).read_text()) == summary
+    assert json.loads(summ.write_summary(summary, tmp_path).read_text()) == summary
 
 
 def test_launcher_gpu_guard() -> None:
     slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}
     local = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}
-    with pytest.raises(sw.SweepError, match="gpus_per_node=1"):
-        sw.check_launcher_gpus(slurm, "auto", gpus=0)
-    assert sw.check_launcher_gpus({**slurm, "gpus_per_node": 1}, "auto", gpus=0) is None
-    assert sw.check_launcher_gpus(slurm, "cpu", gpus=0) is None
-    with pytest.raises(sw.SweepError, match="CUDA_VISIBLE_DEVICES=''.*gpus_per_node=4"):
-        sw.check_launcher_gpus(local, "cuda", gpus=4)
-    assert "hydra#2757" in sw.check_launcher_gpus({**local, "gpus_per_node": 1}, "auto", 4)
-    assert sw.check_launcher_gpus({**local, "gpus_per_node": 4}, "auto", gpus=4) is None
-    assert sw.check_launcher_gpus(local, "auto", gpus=0) is None  # a CPU machine
-    assert sw.check_launcher_gpus({"_target_": "x.JoblibLauncher"}, "auto", gpus=8) is None
+    with pytest.raises(chk.SweepError, match="gpus_per_node=1"):
+        chk.check_launcher_gpus(slurm, "auto", gpus=0)
+    assert chk.check_launcher_gpus({**slurm, "gpus_per_node": 1}, "auto", gpus=0) is None
+    assert chk.check_launcher_gpus(slurm, "cpu", gpus=0) is None
+    with pytest.raises(chk.SweepError, match="CUDA_VISIBLE_DEVICES=''.*gpus_per_node=4"):
+        chk.check_launcher_gpus(local, "cuda", gpus=4)
+    assert "hydra#2757" in chk.check_launcher_gpus({**local, "gpus_per_node": 1}, "auto", 4)
+    assert chk.check_launcher_gpus({**local, "gpus_per_node": 4}, "auto", gpus=4) is None
+    assert chk.check_launcher_gpus(local, "auto", gpus=0) is None  # a CPU machine
+    assert chk.check_launcher_gpus({"_target_": "x.JoblibLauncher"}, "auto", gpus=8) is None

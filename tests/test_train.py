@@ -17,10 +17,11 @@ from helpers import kill_when, start, train_cli
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.app.builders import ConfigError, load_images, validate_config
-from gon.app.checkpoint import CheckpointError
-from gon.app.data import binarize, load_splits, validation_indices
-from gon.app.train import DivergenceError, _Job, train
+from gon.app.build import load_images
+from gon.app.config import ConfigError, validate_config
+from gon.app.data.datasets import binarize, load_splits, validation_indices
+from gon.app.reliability.checkpoint import CheckpointError
+from gon.app.train.job import DivergenceError, _Job, train
 
 VAL_KEYS = ("val/mse", "val/psnr", "val/ssim", "val/bce")
 

@@ -14,8 +14,8 @@ import optuna
 import pytest
 from helpers import compose_config, run, start, train_cli
 
-from gon.app import studies
-from gon.app.evaluate import main as evaluate_main
+from gon.app.evaluate.cli import main as evaluate_main
+from gon.app.sweeps import studies
 
 VARIANTS = ("none-siren-bce-sum", "none-modulated-bce-sum")
 

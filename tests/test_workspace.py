@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from wandb_reader import read_run
 
-from gon.app.report_html import GRIDS
-from gon.app.sweep import RECORD
-from gon.app.workspace import build_workspace, main
+from gon.app.evaluate.page import GRIDS
+from gon.app.evaluate.workspace import build_workspace, main
+from gon.app.sweeps.record import RECORD
 
 
 def _panels(view: dict) -> list[dict]:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gon.app.faults import one_line
 from gon.app.metrics import HIGHER_IS_BETTER
+from gon.app.reliability.faults import one_line
 from gon.app.variants import SEED, run_name, variant_name, variant_tags
 
 log = logging.getLogger(__name__)

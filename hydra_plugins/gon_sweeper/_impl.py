@@ -26,12 +26,14 @@ from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
-from gon.app import studies
-from gon.app import sweep as sw
-from gon.app import sweep_grid as sg
-from gon.app import sweep_trials as st
-from gon.app.builders import ConfigError, validate_config
-from gon.app.lifecycle import mark_sweeper
+from gon.app.config import ConfigError, validate_config
+from gon.app.reliability.lifecycle import mark_sweeper
+from gon.app.sweeps import checks as chk
+from gon.app.sweeps import grid as sg
+from gon.app.sweeps import record as rec
+from gon.app.sweeps import studies
+from gon.app.sweeps import summary as summ
+from gon.app.sweeps import trials as st
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
@@ -63,12 +65,12 @@ class ResumableSweep(OptunaSweeperImpl):
             ("stale_after_s", self.stale_after_s, self.stale_after_s > self.heartbeat_s,
              "> heartbeat_s")) if not ok]
         if bad:
-            raise sw.SweepError("invalid sweeper settings: " + "; ".join(
+            raise chk.SweepError("invalid sweeper settings: " + "; ".join(
                 f"hydra.sweeper.{b}" for b in bad))
         try:  # the device is the job's to check (a SLURM node has the GPU, not this one)
             validate_config(self.config, check_device=False)
         except ConfigError as e:
-            raise sw.SweepError(f"{e} (for every trial; nothing was launched)") from None
+            raise chk.SweepError(f"{e} (for every trial; nothing was launched)") from None
 
     # ---------------------------------------------------------------- setting up
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution],
@@ -98,13 +100,13 @@ class ResumableSweep(OptunaSweeperImpl):
 
         launcher, gpus = self.config.hydra.launcher, torch.cuda.device_count()
         device = str(OmegaConf.select(self.config, "device", default="auto"))
-        warning = sw.check_launcher_gpus(OmegaConf.to_container(launcher), device, gpus)
+        warning = chk.check_launcher_gpus(OmegaConf.to_container(launcher), device, gpus)
         if warning:
             log.warning(warning)
         joblib = getattr(self.launcher, "joblib", None)  # the joblib launcher's kwargs
         if self.trials_per_gpu:
             if gpus == 0:
-                raise sw.SweepError("hydra.sweeper.trials_per_gpu needs visible GPUs; none here")
+                raise chk.SweepError("hydra.sweeper.trials_per_gpu needs visible GPUs; none here")
             n = self.trials_per_gpu * gpus
             if joblib is not None:
                 joblib["n_jobs"] = n
@@ -125,21 +127,21 @@ class ResumableSweep(OptunaSweeperImpl):
         on the same sweep dir (or storage and study name) joins the first one's study."""
         cfg = self.config
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
-        self.url = url = sw.resolve_storage(sweep_dir, self.storage)
+        self.url = url = rec.resolve_storage(sweep_dir, self.storage)
         self.sweep_dir = sweep_dir
         with studies.study_lock(url, sweep_dir):
             storage = studies.open_storage(url)  # a first open creates the schema
-            name = sw.recorded_study(sweep_dir, self.study_name, self.storage) or self.study_name
+            name = rec.recorded_study(sweep_dir, self.study_name, self.storage) or self.study_name
             if not name:
                 search = cfg.hydra.runtime.choices.get("hparams_search") or "sweep"
                 dataset = OmegaConf.select(cfg, "dataset.name", default="data")
-                name = sw.default_study_name(search, dataset, storage)
+                name = rec.default_study_name(search, dataset, storage)
             study = optuna.create_study(study_name=name, storage=storage, sampler=self.sampler,
                                         directions=directions, load_if_exists=True)
-            sw.check_fingerprint(study, fingerprint)
-            sw.record_study(sweep_dir, name, self.storage, sw.resume_command(sys.argv[1:]))
+            chk.check_fingerprint(study, fingerprint)
+            rec.record_study(sweep_dir, name, self.storage, rec.resume_command(sys.argv[1:]))
             if n_trials is not None:
-                study.set_user_attr(sw.N_TRIALS, n_trials)
+                study.set_user_attr(chk.N_TRIALS, n_trials)
             if self.retry_failed:
                 st.retry_failed(study, sweep_dir)
         return study
@@ -169,7 +171,7 @@ class ResumableSweep(OptunaSweeperImpl):
         try:
             self._check_settings()
             self._sweep(arguments)
-        except sw.SweepError as e:
+        except chk.SweepError as e:
             log.error("%s", e)
             sys.exit(1)
 
@@ -178,7 +180,7 @@ class ResumableSweep(OptunaSweeperImpl):
         space, fixed, fixed_overrides, n_trials = self._search_space(arguments)
         directions = self._get_directions()
         metric = OmegaConf.select(cfg, "optimized_metric", default=None)
-        sw.check_direction(metric, directions)
+        chk.check_direction(metric, directions)
         exclude = set(OmegaConf.select(
             cfg, "hydra.job.config.override_dirname.exclude_keys", default=[]))
         free = sg.fingerprint_excludes(self.grid)  # the seeds of a grid may grow on resume
@@ -188,11 +190,14 @@ class ResumableSweep(OptunaSweeperImpl):
             "params": {str(k): str(v) for k, v in (self.params or {}).items() if k not in free},
             "directions": directions, "objective": metric,
         }
-        if self.tune_seeds:  # per-variant tuning, then the best settings x seeds (_tuned.py)
-            from ._tuned import sweep_tuned
+        self._sweep_study(space, fixed, fixed_overrides, n_trials, directions, fingerprint)
 
-            return sweep_tuned(self, space, fixed, fixed_overrides, n_trials, directions,
-                               fingerprint)
+    def _sweep_study(self, space: dict[str, BaseDistribution], fixed: dict[str, Any],
+                     fixed_overrides: list[str], n_trials: int, directions: list[str],
+                     fingerprint: dict[str, Any]) -> None:
+        """The plain sweep: n_trials of the sampler (a grid's points queued first);
+        _tuned.TunedSweep overrides it with the tuned comparison."""
+        cfg = self.config
         study = self._open_study(directions, fingerprint, n_trials)
         if study.trials:  # resuming: a sampler seeded as before would repeat its first draws
             study.sampler.reseed_rng()
@@ -202,14 +207,14 @@ class ResumableSweep(OptunaSweeperImpl):
         batch = self._batch_size(n_trials)
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         log.info("study %s in %s: %s, %s, budget %d trials, %d at once", study.study_name,
-                 sw.mask_url(self.url), type(study.sampler).__name__, "/".join(directions),
+                 rec.mask_url(self.url), type(study.sampler).__name__, "/".join(directions),
                  n_trials, batch)
         allowed = int(self.max_failure_rate * n_trials)
         try:
             while trials := self._next_trials(study, n_trials, batch):
                 self._run(study, trials, space, fixed, fixed_overrides)
                 if len(failed := st.failures(study)) > allowed:
-                    raise sw.SweepError(
+                    raise chk.SweepError(
                         f"{len(failed)} of {n_trials} trials failed, more than "
                         f"max_failure_rate={self.max_failure_rate} allows; stopping the sweep")
         finally:
@@ -270,9 +275,9 @@ class ResumableSweep(OptunaSweeperImpl):
                 raise
 
     def _summarize(self, study: optuna.Study, sweep_dir: Path, n_trials: int) -> None:
-        summary = sw.summarize(study, sweep_dir, n_trials, self.url)
-        path = sw.write_summary(summary, sweep_dir)
-        log.info("%s\nsummary: %s", sw.format_summary(summary), path)
+        summary = summ.summarize(study, sweep_dir, n_trials, self.url)
+        path = summ.write_summary(summary, sweep_dir)
+        log.info("%s\nsummary: %s", summ.format_summary(summary), path)
         best = summary["best"]
         if isinstance(best, dict):  # upstream's file, for tools that read it
             OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best["params"],

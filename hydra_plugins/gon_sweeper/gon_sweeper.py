@@ -51,7 +51,8 @@ ConfigStore.instance().store(
 
 
 class GonOptunaSweeper(OptunaSweeper):
-    """OptunaSweeper whose sweep loop is hydra_plugins.gon_sweeper._impl.ResumableSweep."""
+    """OptunaSweeper whose sweep loop is _impl.ResumableSweep, or _tuned.TunedSweep when
+    tune_seeds is set (the tuned comparison)."""
 
     def __init__(self, sampler: Any, direction: Any, storage: Any | None,
                  study_name: str | None, n_trials: int, n_jobs: int | None,
@@ -61,10 +62,11 @@ class GonOptunaSweeper(OptunaSweeper):
                  tune_seeds: int | None = None, retry_failed: bool = False) -> None:
         super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs or 1,
                          max_failure_rate, custom_search_space, params)
-        from ._impl import ResumableSweep
+        from . import _impl, _tuned  # the one lazy import: Hydra imports this file to list plugins
 
         base = self.sweeper  # the upstream implementation, with the sampler instantiated
-        self.sweeper = ResumableSweep(
+        sweep = _tuned.TunedSweep if tune_seeds else _impl.ResumableSweep
+        self.sweeper = sweep(
             base.sampler, direction, storage, study_name, n_trials, n_jobs or 0,
             max_failure_rate, custom_search_space, params,
             trials_per_gpu=trials_per_gpu, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s,

@@ -8,8 +8,7 @@ Usage:
 
 The run dir gets checkpoint.pt (plain dict, atomic, every train.ckpt_every steps and at the end),
 metrics.json (with `val_curve`: the validation metrics at train.curve_points budgets), recon.png,
-samples.png, and wandb/ (offline unless WANDB_MODE says otherwise).
-"""
+samples.png, and wandb/ (offline unless WANDB_MODE says otherwise)."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,15 +29,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gon import TrainStep, make_grid
-from gon.app.builders import (
-    ConfigError,
-    build_model,
-    build_optimizer,
-    load_images,
-    resolve_device,
-    validate_config,
-)
-from gon.app.checkpoint import (
+from gon.app.build import build_model, build_optimizer, load_images
+from gon.app.config import ConfigError, resolve_device, validate_config
+from gon.app.data.datasets import DatasetError, binarize
+from gon.app.metrics import evaluate, is_better, save_png
+from gon.app.reliability.checkpoint import (
     CheckpointError,
     load_checkpoint,
     rng_state,
@@ -47,26 +41,28 @@ from gon.app.checkpoint import (
     save_json,
     set_rng_state,
 )
-from gon.app.data import DatasetError, binarize
-from gon.app.faults import Fault, describe, run_cli
-from gon.app.lifecycle import RunDirBusy, bind_to_sweeper, hold_run_dir
-from gon.app.metrics import evaluate, is_better, save_png
+from gon.app.reliability.faults import Fault
+from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
 from gon.app.variants import RUN_AXES, variant_tags
 from gon.core.variational import GaussianPosterior
 
 log = logging.getLogger(__name__)
 
-# the repo's conf/, by path: Hydra would resolve a relative path against the package "gon.app"
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
 
 # a checkpoint resumes only a run with the same values here (other keys may change between calls)
 RESUME_KEYS = ("seed", *RUN_AXES, "model", "train.batch_size", "train.lr",
                "eval.val_fraction")
+
+
 # a job of a sweep waits this long for another process to let go of its run dir (a trial
 # re-queued after its sweeper died, while the old job is still winding down); a single run
 # refuses at once
 LOCK_WAIT_S = 600.0
+
+
 EXPECTED = (ConfigError, CheckpointError, DatasetError, RunDirBusy, Fault)
 
 
@@ -313,53 +309,3 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         save_json(run_dir / "metrics.json", result)
         tracker.summary({k: v for k, v in result.items() if k != "val_curve"})
     return float(metrics[metric])
-
-
-@hydra.main(config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
-    """Hydra entry point: the objective for sweepers, or one clear error line and exit 1."""
-    bind_to_sweeper()  # a job process that a sweeper started dies with it
-    try:
-        return train(cfg)
-    except Exception as e:
-        msg = describe(e, (*EXPECTED, DivergenceError))
-        if msg is None:
-            raise  # a bug: keep the traceback
-        log.error("%s", msg)
-        if _multirun_job() is None:
-            sys.exit(1)
-        # in a multirun the job is recorded as failed (with this line) and the sweep goes on
-        raise e if isinstance(e, (*EXPECTED, DivergenceError)) else Fault(msg) from e
-
-
-def starts_sweep(argv: list[str]) -> bool:
-    """An Optuna overlay (hparams_search=<name>) and no mode flag: the run must be a multirun.
-
-    Hydra 1.4 takes hydra.mode from config.yaml or the command line only, not from an overlay,
-    so without this `hparams_search=variants` would silently train one job.
-    """
-    return any(a.startswith("hparams_search=") and a != "hparams_search=null" for a in argv) \
-        and not any(a.startswith("-") for a in argv)
-
-
-def unknown_search(argv: list[str]) -> str | None:
-    """The error for `hparams_search=<name>` naming no overlay in conf/hparams_search/, else
-    None (Hydra would report it too, over several lines)."""
-    names = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
-    for a in argv:
-        key, _, value = a.partition("=")
-        for v in value.split(",") if key.lstrip("+~") == "hparams_search" else []:
-            if v not in ("null", *names):  # a comma: a list of them in a plain multirun
-                return f"unknown hparams_search={v}; valid names: {', '.join(names)}"
-    return None
-
-
-def cli() -> None:
-    """`python -m gon.train` and the console script `gon-train`: one line for every fault,
-    exit 130 on Ctrl-C (gon.app.faults.run_cli)."""
-    if msg := unknown_search(sys.argv[1:]):
-        sys.stderr.write(f"error: {msg}\n")
-        sys.exit(1)
-    if starts_sweep(sys.argv[1:]):
-        sys.argv.insert(1, "--multirun")
-    run_cli(main, expected=(*EXPECTED, DivergenceError))

@@ -31,7 +31,7 @@ from typing import Any
 
 import optuna
 
-from gon.app.lifecycle import file_lock
+from gon.app.reliability.lifecycle import file_lock
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from gon import GON, TrainStep, make_grid
-from gon.app.builders import build_model, build_optimizer, count_params, validate_config
+from gon.app.build import build_model, build_optimizer, count_params
+from gon.app.config import validate_config
 from gon.app.metrics import likelihood_metrics
-from gon.app.train import epoch_permutation
+from gon.app.train.job import epoch_permutation
 from gon.core.variational import GaussianPosterior
 
 NELBO_SAMPLES = 16  # Monte Carlo samples of the reconstruction term per test image

@@ -1,29 +1,9 @@
-"""Score every trained variant of a sweep on the held-out split and write the comparison report.
-
-Usage:
-    python -m gon.evaluate outputs/sweep reports            # the DVC `evaluate` stage
-    python -m gon.evaluate outputs/sweep reports --probe-images 10000 --rows 8 --no-wandb
-    python -m gon.evaluate outputs/sweep reports --partial  # score an unfinished sweep anyway
-
-An incomplete sweep (trials failed, unfinished or not started, run dirs missing: see
-gon.app.completeness) is refused with the list of those trials and the command that resumes it;
---partial scores what is there and marks the report partial ("complete": false in metrics.json,
-a banner in index.html, the W&B summary run), listing the failed trials with their errors.
-
-For each run dir under <sweep_dir> (a checkpoint.pt holding the resolved config): MSE, PSNR,
-SSIM and BCE of the test-split reconstructions, the accuracy of a linear probe on the latents
-(where labels exist), for a variational model the negative ELBO and the importance-weighted
-bound (nats per image and bits per dimension), the validation curve recorded in training, and,
-for the first run of each variant, four PNG grids: reconstructions, samples (from a Gaussian
-fitted to the train latents, or from the prior),
-slerp interpolations and a 4x super-resolution render. gon.app.compare groups the runs by
-variant (the seeds are replicates) and ranks them; gon.app.report writes <reports_dir>/
-{metrics.json, variants.csv, val_curves.csv, curves/, images/, index.html} and the W&B runs.
+"""Score every trained variant of a sweep on the test split: reconstructions, samples,
+interpolations, super-resolution, a linear probe and likelihoods (gon.app.evaluate.cli runs it).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
@@ -33,22 +13,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from threadpoolctl import threadpool_limits
 
 from gon import GON, make_grid, slerp
-from gon.app import completeness
-from gon.app.builders import build_model, resolve_device
-from gon.app.checkpoint import CheckpointError, load_checkpoint
-from gon.app.data import binarize, load_splits
-from gon.app.faults import run_cli
+from gon.app.build import build_model
+from gon.app.data.datasets import binarize, load_splits
 from gon.app.metrics import image_grid, image_metrics, likelihood_metrics, render, sample_codes
-from gon.app.report import log_wandb, write_report
+from gon.app.reliability.checkpoint import load_checkpoint
 from gon.app.variants import Variant, run_name, variant_name
 from gon.core.variational import GaussianPosterior
 
 log = logging.getLogger(__name__)
 
+
 SUPER_RES = 4  # the super-resolution grid renders at 4x the native size
+
+
 CHUNK = 1024  # images encoded at once (the per-chunk cost is mostly one Jacobian)
 
 
@@ -191,56 +170,3 @@ def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 50
     # by name, not by trial number: the numbers a variant gets differ between a sweep that ran
     # through and one that was resumed, and the report's order must not
     return sorted(variants, key=lambda v: (v.name, v.seed))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse argv, evaluate the sweep, write the report; 0, or 1 if there is nothing to score."""
-    parser = argparse.ArgumentParser(prog="gon-evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path, help="Hydra sweep dir of the trained variants")
-    parser.add_argument("reports_dir", type=Path, help="where the report is written")
-    parser.add_argument("--probe-images", type=int, default=5000,
-                        help="train images whose latents fit the probe and the Gaussian")
-    parser.add_argument("--rows", type=int, default=8, help="images per grid row")
-    parser.add_argument("--iw-samples", type=int, default=64,
-                        help="samples of the importance-weighted bound (variational models)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index>")
-    parser.add_argument("--no-wandb", action="store_true", help="skip the W&B eval/summary runs")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads of torch, BLAS and OpenMP (default 1: these small "
-                             "models and the probe run fastest on one; 0: the libraries' own)")
-    parser.add_argument("--partial", action="store_true",
-                        help="score an incomplete sweep too; the report says it is partial")
-    parser.add_argument("--storage", default=None,
-                        help="the study's storage URL, if study.json keeps it masked")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # so autograd's cuBLAS calls find this GPU's context
-    try:
-        status = completeness.sweep_status(args.sweep_dir, args.storage)
-        if status is not None and not status.complete and not args.partial:
-            log.error("%s", completeness.refusal(status, args.reports_dir))
-            return 2
-        with threadpool_limits(args.threads or None):
-            variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows,
-                                      args.iw_samples)
-    except (FileNotFoundError, CheckpointError) as e:
-        log.error("%s", e)
-        return 1
-    partial = completeness.report_fields(status)
-    comp = write_report(variants, args.reports_dir)
-    completeness.mark_partial(args.reports_dir, partial)
-    log.info("best variant: %s (%d seeds); report: %s%s", comp.best.name, len(comp.best.runs),
-             args.reports_dir / "index.html",
-             f" (PARTIAL: {completeness.describe(status)})" if partial else "")
-    (args.reports_dir / "wandb").mkdir(exist_ok=True)  # a DVC out, even without W&B runs
-    if not args.no_wandb:
-        log_wandb(comp, args.reports_dir, group_default=args.sweep_dir.name, extra=partial)
-    return 0
-
-
-def cli() -> None:
-    """Console script `gon-evaluate`: one line for every fault, exit 130 on Ctrl-C."""
-    run_cli(main)

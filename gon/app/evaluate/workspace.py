@@ -20,8 +20,8 @@ from pathlib import Path
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
-from gon.app.report_html import GRIDS
-from gon.app.sweep import RECORD
+from gon.app.evaluate.page import GRIDS
+from gon.app.sweeps.record import RECORD
 
 TRAIN_IMAGES = ("recon", "samples")  # what each train run logs at its evaluations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from gon.app.compare import METRICS, Comparison, reversals
+from gon.app.evaluate.compare import METRICS, Comparison, reversals
 from gon.app.metrics import LIKELIHOOD
 from gon.app.stats import ALPHA, LEVEL
 

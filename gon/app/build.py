@@ -4,18 +4,14 @@ Usage:
     validate_config(cfg)  # raises ConfigError listing every bad value
     device = resolve_device(cfg.device)
     train, val, test = load_images(cfg, device)  # prepares the dataset on first use
-    model = build_model(cfg, channels=train.shape[-1]).to(device)
-"""
+    model = build_model(cfg, channels=train.shape[-1]).to(device)"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gon import (
     GON,
@@ -29,159 +25,19 @@ from gon import (
     MLPEncoder,
     NeRFPositionalEncoding,
     SirenBlockFactory,
-    TrainStep,
     VariationalGON,
 )
-from gon.app.data import BINARIZE, binarize, load_splits, prepare, validation_indices
-from gon.app.metrics import HIGHER_IS_BETTER
-from gon.app.variants import ENCODERS, VARIATIONAL, encoder_choice
-from gon.core.blocks import ACTIVATIONS
-from gon.core.model import PIXEL_REDUCTIONS, STEP_SIZES
+from gon.app.config import FINAL_ACTIVATIONS, ConfigError
+from gon.app.data.datasets import binarize, load_splits, prepare, validation_indices
+from gon.app.variants import encoder_choice
 
 AMORTISED = ("autoencoder", "autoencoder_matched", "vae")  # an encoder net: needs the image size
-ENCODER_NETS = ("auto", "mlp", "conv")
+
+
 CONV_FROM_PX = 28  # encoder.net=auto: a conv encoder from this image side up, else an MLP
+
+
 MATCH_TOLERANCE = 0.05  # autoencoder_matched: total parameters within 5 % of the GON's
-FINAL_ACTIVATIONS = {"sigmoid": torch.sigmoid, "none": None}
-
-
-class ConfigError(ValueError):
-    """The configuration holds values that cannot be trained."""
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-def _int_at_least(lo: int) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_int(v) and v >= lo), f"an integer >= {lo}"
-
-
-def _positive() -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_num(v) and v > 0), "a number > 0"
-
-
-_BOOL = (lambda v: isinstance(v, bool)), "true or false"
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": _int_at_least(0),
-    "optimized_metric": ((lambda v: v in HIGHER_IS_BETTER), f"one of {sorted(HIGHER_IS_BETTER)}"),
-    "model.latent_dim": _int_at_least(1),
-    "model.hidden_dim": _int_at_least(1),
-    "model.num_layers": _int_at_least(1),
-    "model.latent_updates": _int_at_least(1),
-    "model.learn_origin": _BOOL,
-    "model.step_size": ((lambda v: v in STEP_SIZES), ", ".join(STEP_SIZES)),
-    "model.final_activation": (
-        (lambda v: v in FINAL_ACTIVATIONS), ", ".join(FINAL_ACTIVATIONS)
-    ),
-    "encoder.name": ((lambda v: v in ENCODERS), ", ".join(ENCODERS)),
-    "loss.pixel_reduction": (
-        (lambda v: v in PIXEL_REDUCTIONS), ", ".join(PIXEL_REDUCTIONS)
-    ),
-    "train.weight_decay": ((lambda v: _is_num(v) and v >= 0), "a number >= 0"),
-    "train.step_size_lr": ((lambda v: v is None or (_is_num(v) and v > 0)), "null or > 0"),
-    "model.dropout": ((lambda v: _is_num(v) and 0 <= v < 1), "a number in [0, 1)"),
-    "model.kl_weight": ((lambda v: _is_num(v) and v >= 0), "a number >= 0"),
-    "model.kl_warmup_steps": _int_at_least(0),
-    "train.max_steps": _int_at_least(1),
-    "train.batch_size": _int_at_least(1),
-    "train.lr": _positive(),
-    "train.compile": _BOOL,
-    "train.compile_mode": (
-        (lambda v: v in TrainStep.COMPILE_MODES), ", ".join(TrainStep.COMPILE_MODES)
-    ),
-    "train.log_every": _int_at_least(1),
-    "train.eval_every": _int_at_least(1),
-    "train.ckpt_every": _int_at_least(1),
-    "train.curve_points": _int_at_least(0),
-    "train.resume": _BOOL,
-    "train.matmul_precision": (
-        (lambda v: v in ("highest", "high", "medium")), "highest, high or medium"
-    ),
-    "train.step_path": ((lambda v: v in TrainStep.PATHS), ", ".join(TrainStep.PATHS)),
-    "eval.num_images": _int_at_least(1),
-    "eval.val_fraction": ((lambda v: _is_num(v) and 0 < v <= 0.5), "a fraction in (0, 0.5]"),
-    "eval.fit_images": _int_at_least(2),
-    "eval.grid_rows": _int_at_least(1),
-    "eval.iw_samples": _int_at_least(1),
-    "dataset.image_size": ((lambda v: v is None or (_is_int(v) and v >= 2)), "null or >= 2"),
-    "dataset.binarize": ((lambda v: v is False or v in BINARIZE[1:]), "false, fixed or dynamic"),
-}
-# keys checked only where the chosen group option has them
-_OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "block.w0": _positive(),
-    "block.w0_initial": ((lambda v: v is None or (_is_num(v) and v > 0)), "null or > 0"),
-    "block.activation": ((lambda v: v in ACTIVATIONS), ", ".join(ACTIVATIONS)),
-    "encoding.n": _int_at_least(1),
-    "encoding.mapping_size": _int_at_least(1),
-    "encoding.sigma": _positive(),
-    "encoding.trainable": _BOOL,
-    "dataset.source": ((lambda v: v is None or isinstance(v, str)), "null or a folder of images"),
-    "encoder.net": ((lambda v: v in ENCODER_NETS), ", ".join(ENCODER_NETS)),
-    "encoder.hidden_dim": ((lambda v: v is None or (_is_int(v) and v >= 1)), "null or >= 1"),
-    "encoder.num_layers": _int_at_least(1),
-}
-LIKELIHOOD_METRICS = ("val/nelbo",)  # objectives only a model with an ELBO has
-
-
-def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
-    """Raise one ConfigError naming every invalid value, before anything is loaded or trained
-    (check_device=False: leave `device` to the machine that trains, e.g. a SLURM node)."""
-    problems = []
-    for key, (ok, need) in list(_RULES.items()) + list(_OPTIONAL_RULES.items()):
-        group, _, leaf = key.rpartition(".")
-        if key in _OPTIONAL_RULES and leaf not in (cfg.get(group) or {}):
-            continue
-        value = OmegaConf.select(cfg, key, default=None)
-        if not ok(value):
-            problems.append(f"{key}={value!r} (must be {need})")
-    encoder = encoder_choice(cfg)
-    if encoder in VARIATIONAL and cfg.loss.name != "bce":
-        problems.append(f"encoder={encoder} needs loss=bce (the ELBO's Bernoulli likelihood), "
-                        f"got loss={cfg.loss.name}")
-    final = OmegaConf.select(cfg, "model.final_activation", default="sigmoid")
-    if encoder in VARIATIONAL and final != "sigmoid":
-        problems.append(f"encoder={encoder} needs model.final_activation=sigmoid (the "
-                        f"Bernoulli's logits), got {final}")
-    if cfg.optimized_metric in LIKELIHOOD_METRICS and encoder not in VARIATIONAL:
-        problems.append(f"optimized_metric={cfg.optimized_metric} needs a model with an ELBO "
-                        f"(encoder={' or '.join(VARIATIONAL)}), got encoder={encoder}")
-    try:
-        if check_device:
-            resolve_device(cfg.device)
-    except (ValueError, RuntimeError) as e:
-        problems.append(str(e))
-    if problems:
-        raise ConfigError("invalid config: " + "; ".join(problems))
-
-
-def resolve_device(name: str, job_num: int | None = None) -> torch.device:
-    """'auto' -> cuda (cuda:<job_num % device count> in a multirun) if available, else cpu;
-    'cuda' -> the same GPU, or an error without CUDA (never a silent CPU fallback)."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={name!r} (must be auto, cpu, cuda, cuda:<index> or, on a Mac, "
-                         "mps)")
-    if device.type == "mps" and not (torch.backends.mps.is_built() and
-                                     torch.backends.mps.is_available()):
-        raise ValueError(f"device={name!r} but MPS (Apple GPUs) is not available here "
-                         "(use device=auto)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available here (use device=auto)")
-    if device.type == "cuda" and device.index is None:  # like auto, but CUDA or an error
-        device = torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
-    return device
 
 
 def load_images(cfg: DictConfig, device: torch.device

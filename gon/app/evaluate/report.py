@@ -29,10 +29,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gon.app.claims import CLAIMS_FILE, load_claims, render_section
-from gon.app.compare import METRICS, Comparison, VariantSummary, compare, metric_names
+from gon.app.claims.table import CLAIMS_FILE, load_claims, render_section
+from gon.app.evaluate.compare import METRICS, Comparison, VariantSummary, compare, metric_names
+from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
 from gon.app.metrics import save_png
-from gon.app.report_html import CAPTIONS, GRIDS, render_html
 from gon.app.tracking import init_run
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gon.app.lifecycle import file_lock
+from gon.app.reliability.lifecycle import file_lock
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from gon.app import sweep as sw
-from gon.app import sweep_trials as st
-from gon.app.studies import open_storage
+from gon.app.sweeps import checks as chk
+from gon.app.sweeps import record as rec
+from gon.app.sweeps import summary as summ
+from gon.app.sweeps import trials as st
+from gon.app.sweeps.studies import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def _params(row: dict[str, Any]) -> str:
 
 
 def _from_summary(sweep_dir: Path, record: dict[str, Any]) -> SweepStatus | None:
-    path = sweep_dir / sw.SUMMARY
+    path = sweep_dir / summ.SUMMARY
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
@@ -82,7 +84,7 @@ def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | N
     """The sweep's status from its study (storage: the URL, when study.json keeps it masked),
     or from its summary.json if the study cannot be opened; None if the dir records no study
     (a plain multirun, or runs trained one by one)."""
-    path = sweep_dir / sw.RECORD
+    path = sweep_dir / rec.RECORD
     if not path.exists():
         return None
     record = json.loads(path.read_text())
@@ -92,20 +94,20 @@ def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | N
         if status is None:
             raise FileNotFoundError(
                 f"{path} keeps the storage URL without its password ({url}) and there is no "
-                f"{sw.SUMMARY}: pass the full URL with --storage")
+                f"{summ.SUMMARY}: pass the full URL with --storage")
         log.info("checked the sweep against %s (pass --storage URL to ask the study)",
                  status.source)
         return status
     study = optuna.load_study(study_name=record["study_name"],
-                              storage=open_storage(sw.resolve_storage(sweep_dir, url)))
+                              storage=open_storage(rec.resolve_storage(sweep_dir, url)))
     trials = study.get_trials(deepcopy=False)
-    n_trials = study.user_attrs.get(sw.N_TRIALS)
-    if n_trials is None and (sweep_dir / sw.SUMMARY).exists():
-        n_trials = json.loads((sweep_dir / sw.SUMMARY).read_text()).get("n_trials")
+    n_trials = study.user_attrs.get(chk.N_TRIALS)
+    if n_trials is None and (sweep_dir / summ.SUMMARY).exists():
+        n_trials = json.loads((sweep_dir / summ.SUMMARY).read_text()).get("n_trials")
     retried = st.superseded(study)
     status = SweepStatus(sweep_dir, study.study_name, 0, command=record.get("command"))
     for t in trials:
-        row = sw._trial_row(t, sweep_dir)
+        row = summ._trial_row(t, sweep_dir)
         if t.user_attrs.get(st.INTERRUPTED) or t.number in retried:
             continue  # its re-queued copy stands for it
         if t.state == TrialState.COMPLETE:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from gon.app.lifecycle import bind_to_launcher
+from gon.app.reliability.lifecycle import bind_to_launcher
 
 log = logging.getLogger(__name__)
 

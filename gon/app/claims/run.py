@@ -1,18 +1,9 @@
-"""`python -m gon.claims` (the DVC `claims` stage): train the claims' trials, write the table.
-
-    python -m gon.claims                                  # digits, 3 seeds, 100 steps, 2 jobs
-    python -m gon.claims --dataset mnist --steps 1000     # once data/prepared/mnist exists
-
-Every trial of gon.app.claims.TRIALS is trained for each seed, in --jobs worker processes of
-one torch thread each (start-up and evaluation are not timed). The GON trials run first: their
-mean training time for --steps steps is the equal-time budget of all the others. Writes
-<out>/claims.json ({"setup": ..., "entries": [...]}, see gon.app.claims) and, unless
---no-wandb, an offline W&B run (job_type=claims) with the table under <out>/claims_wandb.
+"""Train the claims' trials per seed in worker processes and collect their results
+(gon.app.claims.cli is its command line).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import logging
@@ -20,41 +11,35 @@ import multiprocessing
 import os
 import resource
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from gon import GON
-from gon.app.builders import build_model, count_params, load_images
-from gon.app.checkpoint import save_json
-from gon.app.claims import CLAIMS_FILE, LEVEL, TRIALS, entries
-from gon.app.train import CONF_DIR
-from gon.app.trials import run_trial
+from gon.app.build import build_model, count_params, load_images
+from gon.app.claims.table import LEVEL, TRIALS, entries
+from gon.app.claims.trials import run_trial
+from gon.app.config import compose
 
 log = logging.getLogger(__name__)
+
+
 RULE = (f"Verdict: the {LEVEL:.0%} t-interval over seeds of the contender's advantage "
         "(MSE ratio baseline/contender, on the log; or the PSNR gain in dB) lies above 1 / 0 "
         "-> holds, below -> does_not_hold, else inconclusive.")
+
+
 _DATA: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per worker: the loaded images
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose("config", overrides=overrides)
 
 
 def compose_trial(name: str, dataset: str, seed: int, overrides: list[str],
                   data_dir: str) -> DictConfig:
     """Trial `name`'s config: the embedded default, `overrides`, the trial's own overrides."""
-    return compose_config(["logger=none", "device=cpu", f"dataset={dataset}", f"seed={seed}",
+    return compose(["logger=none", "device=cpu", f"dataset={dataset}", f"seed={seed}",
                            f"paths.data_dir={data_dir}", *overrides, *TRIALS[name]])
 
 
@@ -153,35 +138,3 @@ def log_wandb(claims: dict[str, Any], out_dir: Path, project: str) -> None:
                     reinit="finish_previous") as run:
         run.log({"claims": table})
         run.summary.update({e["id"]: e["verdict"] for e in claims["entries"]})
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gon.claims", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--jobs", type=int, default=2, help="worker processes (one thread each)")
-    p.add_argument("--overrides", default="", help="Hydra overrides for every trial")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out", type=Path, default=Path("reports"))
-    p.add_argument("--no-wandb", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    if args.steps < 1 or args.jobs < 1 or len(args.seeds) < 1:
-        p.error("--steps and --jobs must be >= 1 and --seeds non-empty")
-    claims = run_claims(args.dataset, args.steps, args.seeds, args.jobs,
-                        args.overrides.split(), args.data_dir)
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_json(args.out / CLAIMS_FILE, claims)
-    for e in claims["entries"]:
-        log.info("%-45s %-14s %s", e["id"], e["verdict"], e["ci95"])
-    wandb_dir = args.out / "claims_wandb"
-    wandb_dir.mkdir(parents=True, exist_ok=True)  # a DVC out, even without the W&B run
-    if not args.no_wandb:
-        log_wandb(claims, wandb_dir, project=compose_config([]).logger.wandb.project)
-    return 0
-
-
-def cli() -> None:
-    sys.exit(main())

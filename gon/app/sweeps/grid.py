@@ -18,8 +18,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from gon.app.sweep_trials import INTERRUPTED
-from gon.app.variants import SEED
+from gon.app.sweeps.trials import INTERRUPTED
+from gon.app.variants import AXES, ENCODER_AXIS, SEED, variant_name
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -48,3 +48,10 @@ def fingerprint_excludes(grid: dict[str, list[Any]] | None) -> set[str]:
     """Keys left out of a study's fingerprint: the seed of a grid, so that a resume may ask
     for more (or fewer) seeds without being refused as a different sweep."""
     return {SEED} if grid and SEED in grid else set()
+
+
+def point_variant(point: dict[str, Any], config: Any) -> str:
+    """The variant (gon.app.variants.variant_name, the encoder axis included) that a trial with
+    these swept and fixed values trains: the config's choice on every axis the point leaves."""
+    return variant_name({a: {"name": point[a]} if a in point else config.get(a) or {}
+                         for a in (*AXES, ENCODER_AXIS)})

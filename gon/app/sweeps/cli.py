@@ -1,0 +1,49 @@
+"""`python -m gon.sweep <sweep dir>` (`gon-sweep`): print the summary of a sweep's study again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import optuna
+
+from gon.app.sweeps.checks import N_TRIALS
+from gon.app.sweeps.record import RECORD, resolve_storage
+from gon.app.sweeps.studies import open_storage
+from gon.app.sweeps.summary import SUMMARY, format_summary, summarize
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gon.sweep SWEEP_DIR [--storage URL]` (or `gon-sweep`): print and rewrite the
+    summary of a sweep dir's study."""
+    parser = argparse.ArgumentParser(
+        prog="gon-sweep", description="Summarise the Optuna study of a gon sweep dir.")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep dir (hydra.sweep.dir)")
+    parser.add_argument("storage", nargs="?", default=None,
+                        help="the study's storage URL (default: the one recorded in study.json;"
+                             " pass it when the recorded one is masked)")
+    args = parser.parse_args(argv)
+    sweep_dir = args.sweep_dir
+    if not (sweep_dir / RECORD).exists():
+        print(f"{sweep_dir / RECORD} not found: not a gon sweep dir", file=sys.stderr)
+        return 1
+    record = json.loads((sweep_dir / RECORD).read_text())
+    storage = args.storage or record["storage"]
+    if args.storage is None and storage and "***" in storage:  # record_study masked it
+        print(f"{sweep_dir / RECORD} keeps the storage URL without its password ({storage}); "
+              "pass the full URL: python -m gon.sweep SWEEP_DIR STORAGE_URL", file=sys.stderr)
+        return 1
+    study = optuna.load_study(study_name=record["study_name"],
+                              storage=open_storage(resolve_storage(sweep_dir, storage)))
+    old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}
+    n_trials = study.user_attrs.get(N_TRIALS) or old.get("n_trials", len(study.trials))
+    print(format_summary(summarize(study, sweep_dir, n_trials, storage)))
+    return 0
+
+
+def cli() -> None:
+    """Console script `gon-sweep`."""
+    sys.exit(main())

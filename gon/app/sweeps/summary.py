@@ -1,0 +1,99 @@
+"""A sweep's summary: its best trial, each trial's row, written to summary.json and printed.
+
+The sweeper plugin (hydra_plugins/gon_sweeper) writes it at the end of a sweep; `python -m
+gon.sweep <sweep dir>` prints it again (gon.app.sweeps.cli).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gon.app.sweeps.checks import FINGERPRINT
+from gon.app.sweeps.record import mask_url
+from gon.app.sweeps.trials import DIR, ERROR, INTERRUPTED, failures, superseded
+
+log = logging.getLogger(__name__)
+
+
+SUMMARY = "summary.json"
+
+
+def _overrides(t: FrozenTrial) -> list[str]:
+    """The trial's overrides: swept params, then the sweep's fixed ones (stored as user attrs)."""
+    fixed = {k: v for k, v in t.user_attrs.items() if not k.startswith("sweep:")}
+    return [f"{k}={v}" for k, v in {**fixed, **t.params}.items()]
+
+
+def _trial_row(t: FrozenTrial, sweep_dir: Path) -> dict[str, Any]:
+    subdir = t.user_attrs.get(DIR, str(t.number))
+    row = {"number": t.number, "state": t.state.name, "params": t.params,
+           "dir": str(sweep_dir / subdir)}
+    if t.values is not None:
+        row["value" if len(t.values) == 1 else "values"] = t.values[0] if len(
+            t.values) == 1 else t.values
+    if ERROR in t.user_attrs:
+        row["error"] = t.user_attrs[ERROR]
+    return row
+
+
+def summarize(study: optuna.Study, sweep_dir: Path, n_trials: int,
+              storage: str | None = None) -> dict[str, Any]:
+    """The sweep's summary: best trial (value, params, overrides, config file), failures,
+    and one row per trial."""
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    retried = superseded(study)
+    for t in trials:
+        key = "INTERRUPTED" if t.user_attrs.get(INTERRUPTED) else \
+            "RETRIED" if t.number in retried else t.state.name
+        states[key] = states.get(key, 0) + 1
+    summary: dict[str, Any] = {
+        "study_name": study.study_name, "storage": mask_url(storage) if storage else None,
+        "directions": [d.name.lower() for d in study.directions],
+        "objective": study.user_attrs.get(FINGERPRINT, {}).get("objective"),
+        "n_trials": n_trials, "states": states, "best": None,
+        "failures": [_trial_row(t, sweep_dir) for t in failures(study)],
+        "trials": [_trial_row(t, sweep_dir) for t in trials],
+    }
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+        rows = []
+        for t in best:
+            row = _trial_row(t, sweep_dir)
+            row["overrides"] = _overrides(t)
+            row["config"] = str(Path(row["dir"]) / ".hydra" / "config.yaml")
+            rows.append(row)
+        summary["best"] = rows[0] if len(rows) == 1 else rows
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short text block: counts, best trial, failures."""
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items()))
+    lines = [f"== sweep {summary['study_name']}: {states or 'no trials'} "
+             f"(budget {summary['n_trials']}) =="]
+    best = summary["best"]
+    for b in best if isinstance(best, list) else [best] if best else []:
+        value = b.get("value", b.get("values"))
+        value = f"{value:.6g}" if isinstance(value, float) else value
+        lines.append(f"best: trial {b['number']} {summary['objective'] or 'value'}={value} "
+                     f"{' '.join(f'{k}={v}' for k, v in b['params'].items())}")
+        lines.append(f"      dir {b['dir']}")
+    if not best:
+        lines.append("best: none (no trial completed)")
+    for f in summary["failures"]:
+        lines.append(f"failed: trial {f['number']} {f['params']}: {f.get('error', '?')}")
+    return "\n".join(lines)
+
+
+def write_summary(summary: dict[str, Any], sweep_dir: Path) -> Path:
+    path = sweep_dir / SUMMARY
+    path.write_text(json.dumps(summary, indent=2, default=str, allow_nan=True) + "\n")
+    return path

@@ -76,9 +76,9 @@ def render_metrics(data: dict[str, Any], path: Path) -> list[str]:
     if data.get("complete") is False:
         setup += "; PARTIAL sweep (see `complete`, `failed_trials` in the file)"
     rows = []
-    for name, v in sorted(variants.items(), key=lambda kv: (kv[1]["rank"],
-                                                             -kv[1]["psnr"]["mean"])):
-        cells = [f"`{name}`", v["rank"], v.get("params"), v["psnr"].get("n")]
+    for name, v in sorted(variants.items(), key=lambda kv: (kv[1]["rank"], -psnr(kv[1]))):
+        n = next((s.get("n") for s in v.values() if isinstance(s, dict) and "n" in s), None)
+        cells = [f"`{name}`", v["rank"], v.get("params"), n]
         for m in metrics:
             s = v.get(m) or {"mean": ""}
             ci = ("" if s.get("ci95_low") is None
@@ -88,6 +88,11 @@ def render_metrics(data: dict[str, Any], path: Path) -> list[str]:
     return [source_line(path, setup + " (test split; mean [95 % t-interval] over the seeds; "
                         "place by the rule of [statistics](statistics.md))"), "",
             *table(["variant", "place", "params", "n", *metrics], rows, 4)]
+
+
+def psnr(variant: dict[str, Any]) -> float:
+    """A variant's mean test PSNR (0 without one), the order within a shared place."""
+    return (variant.get("psnr") or {}).get("mean") or 0.0
 
 
 def entry_summary(e: dict[str, Any]) -> str:

@@ -4,6 +4,8 @@ by side in one run (issue 13's quality targets).
     python benchmarks/quality.py                      # baseline + experiment=digits_best
     python benchmarks/quality.py --steps 1000 --seeds 0 1 2 \\
         --candidate "block=modulated model.latent_updates=3 model.step_size=per_dim"
+    python benchmarks/quality.py --threads 1 --candidate experiment=digits_best \\
+        --candidate experiment=digits_fast --json benchmarks/results/quality-digits.json
 
 The baseline (default: `block=modulated`, one fixed step, the closed-form path) trains first;
 its mean training time over the seeds (gon.app.trials.CLOCK, the process's CPU time: not
@@ -17,8 +19,10 @@ Timings are only comparable within one run; say the machine's load (`uptime`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -51,11 +55,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--budget-s", type=float, default=None, help="a time budget given instead "
                    "of measured (skips the baseline; for scans, not for the targets)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures there "
+                   "(benchmarks/results/quality-*.json: docs/results.md is drawn from it)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"load: {os.getloadavg()[0]:.1f} (1-min average), torch threads "
-          f"{torch.get_num_threads()}")
+    load = os.getloadavg()[0]
+    print(f"load: {load:.1f} (1-min average), torch threads {torch.get_num_threads()}")
     base_cfg = config(args.baseline.split())
     train, _, test = load_images(base_cfg, torch.device("cpu"))  # the validation split unused
 
@@ -74,17 +80,39 @@ def main() -> None:
                 f"params {rows[0]['params']}  path {rows[0]['path']}")
 
     budget = args.budget_s
+    figures = []
     if budget is None:
         base_steps = args.baseline_steps or args.steps
         base = trials(args.baseline, None, base_steps)
         budget = statistics.mean(r["at_steps"]["seconds"] for r in base)
         print(line(f"baseline: {args.baseline}", base, "at_steps"))
         print(f"time budget: {budget:.2f} s of training (the baseline's {base_steps} steps)")
+        figures.append(summary(args.baseline, "baseline", base, ("at_steps",)))
     for cand in args.candidate or ["experiment=digits_best"]:
         rows = trials(cand, budget)
         print(line(cand, rows, "at_steps"))
         print(line(cand, rows, "at_time"))
+        figures.append(summary(cand, "candidate", rows, ("at_steps", "at_time")))
+    if args.json:
+        setup = {"dataset": base_cfg.dataset.name, "steps": args.steps, "seeds": args.seeds,
+                 "threads": torch.get_num_threads(), "time_budget_cpu_s": round(budget, 3),
+                 "load_avg_1min_at_start": round(load, 2), "clock": "process CPU time"}
+        args.json.write_text(json.dumps(
+            {"kind": "quality", "title": "Quality: test PSNR at equal steps and equal time",
+             "command": " ".join(["python", *sys.argv]), "setup": setup, "rows": figures},
+            indent=1) + "\n")
 
+
+def summary(config: str, role: str, rows: list[dict], keys: tuple[str, ...]) -> dict:
+    """One config's figures over the seeds for --json: per-seed PSNR, mean, 95 % interval."""
+    out: dict = {"config": config, "role": role, "params": rows[0]["params"], "at_time": None}
+    for key in keys:
+        psnr = [r[key]["psnr"] for r in rows]
+        out[key] = {"psnr": psnr, "psnr_mean": statistics.mean(psnr),
+                    "ci95": list(t_interval(psnr)),
+                    "steps_mean": statistics.mean(r[key]["step"] for r in rows),
+                    "seconds_mean": statistics.mean(r[key]["seconds"] for r in rows)}
+    return out
 
 if __name__ == "__main__":
     main()

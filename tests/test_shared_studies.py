@@ -83,8 +83,8 @@ def _two_sweepers_one_killed(tmp_path: Path, args: list[str], sweep_dir: Path, n
 
 @pytest.mark.slow
 def test_two_sweepers_on_one_new_sweep_dir_share_its_study(tmp_path: Path, data_dir: Path):
-    """The README's first sweep command, twice at the same moment on a new sweep dir (sqlite,
-    the default storage): one study, one budget, each variant trained once."""
+    """The first sweep command of docs/experiments.md, twice at the same moment on a new sweep
+    dir (sqlite, the default storage): one study, one budget, each variant trained once."""
     sweep_dir = tmp_path / "sweep"
     args = _sweep_args(data_dir, sweep_dir, "encoding=none", "loss=bce")  # a 4-variant grid
     a, b = start(args, tmp_path), start(args, tmp_path)
@@ -124,8 +124,8 @@ def test_two_sweepers_on_postgresql_one_killed(tmp_path: Path, data_dir: Path,
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_optuna_dashboard_serves_a_finished_study(tmp_path: Path, kind: str) -> None:
-    """optuna-dashboard (the [dashboard] extra) on a finished study, as the README starts it:
-    /api/studies lists the study; stopped by its pid."""
+    """optuna-dashboard (the [dashboard] extra) on a finished study, as docs/experiments.md
+    starts it: /api/studies lists the study; stopped by its pid."""
     storage = (f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite"
                else f"journal://{tmp_path / 'sweep.log'}")
     study = optuna.create_study(study_name="gon-finished", storage=studies.open_storage(storage),

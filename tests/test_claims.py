@@ -26,10 +26,10 @@ from gon.app.claims.table import (
     batch_verdict,
     compare,
     entries,
-    render_section,
     t_interval,
     verdict,
 )
+from gon.app.evaluate.page import claims_section
 
 
 def test_t_interval_on_known_numbers() -> None:
@@ -94,9 +94,9 @@ def test_entries_schema_and_section() -> None:
     assert len(set(ids)) == len(ids) and "a.second_order@time" in ids
     setup = {"dataset": "digits", "seeds": [0, 1], "steps": 10, "time_budget_s": 1.0,
              "rule": "r"}
-    page = render_section({"setup": setup, "entries": table})
+    page = claims_section({"setup": setup, "entries": table})
     assert page.count("<tr class=") == len(table) and 'id="claims"' in page
-    assert render_section(None) == ""
+    assert claims_section(None) == ""
 
 
 def test_batch_dependence_of_sum_and_mean() -> None:

@@ -156,6 +156,32 @@ def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> N
     assert "Ranking at every budget" in page and "Spearman" in page
 
 
+PARTIAL = {"complete": False, "trials": {"finished": 3, "budget": 4, "not_started": 0},
+           "failed_trials": [{"trial": 3, "params": {"seed": 1}, "dir": "s/3",
+                              "error": "boom <b>"}],
+           "missing_trials": [], "unfinished_trials": []}
+
+
+def test_partial_report_is_written_once_and_marked_everywhere(variants: list, tmp_path: Path):
+    """A partial sweep's fields reach metrics.json, every CSV dvc plots draws and the page's
+    banner in one write (no file is re-opened and patched afterwards)."""
+    write_report(variants, tmp_path, PARTIAL)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["complete"] is False and metrics["failed_trials"][0]["trial"] == 3
+    assert {"best", "none-siren-bce-sum"} <= set(metrics)
+    for csv_path in [tmp_path / "variants.csv", tmp_path / "val_curves.csv",
+                     *(tmp_path / "curves").glob("*.csv")]:
+        rows = list(csv.DictReader(open(csv_path)))
+        assert rows and {r["complete"] for r in rows} == {"false"}, csv_path
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("Partial report") == 1 and "<title>PARTIAL: " in page
+    assert "boom &lt;b&gt;" in page and "3 of 4 trials" in page
+    write_report(variants, tmp_path)  # complete: no trace of the partial one
+    assert "complete" not in json.loads((tmp_path / "metrics.json").read_text())
+    assert "complete" not in next(csv.DictReader(open(tmp_path / "variants.csv")))
+    assert "Partial report" not in (tmp_path / "index.html").read_text()
+
+
 def test_cli(tiny_sweep: Path, tmp_path: Path) -> None:
     assert main([str(tiny_sweep), str(tmp_path / "r"), "--no-wandb", "--probe-images", "100",
                  "--rows", "4", "--device", "cpu"]) == 0

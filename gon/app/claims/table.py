@@ -1,4 +1,5 @@
-"""The GON claims table: what is compared, the interval, the verdict rule, the page section.
+"""The GON claims table: what is compared, the interval, the verdict rule (the page section:
+gon.app.evaluate.page.claims_section).
 
 Each claim compares a *contender* with a *baseline* trained with the same seeds (trial names
 of ``TRIALS``, run by gon.app.claims_run) at two budgets: equal steps and equal training
@@ -19,7 +20,6 @@ smallest above it -> holds; the contender's above it -> does_not_hold; else inco
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import statistics
@@ -161,35 +161,3 @@ def entries(results: dict[str, list[dict]], seeds: list[int]) -> list[dict[str, 
 
 def load_claims(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.3g}" if isinstance(x, float) and math.isfinite(x) else str(x)
-
-
-def render_section(claims: dict[str, Any] | None) -> str:
-    """The claims table as an HTML section for reports/index.html ("" without claims)."""
-    if not claims:
-        return ""
-    s = claims["setup"]
-    head = "".join(f"<th>{h}</th>" for h in ("claim", "budget", "contender vs baseline",
-                                              "params", "measure", "mean [95% CI]", "per seed",
-                                              "verdict", "anchor"))
-    rows = []
-    for e in claims["entries"]:
-        if e["ci95"] is None:  # batch_dependence: the largest, against the baseline's smallest
-            summary = (f"max {_fmt(e['mean'])} (baseline min {_fmt(min(e['baseline_values']))},"
-                       f" tolerance {BATCH_TOL:g})")
-        else:
-            summary = f"{_fmt(e['mean'])} [{_fmt(e['ci95'][0])}, {_fmt(e['ci95'][1])}]"
-        cells = [f"{e['claim']}: {e['statement']}", e["budget"],
-                 f"{e['contender']} vs {e['baseline']}",
-                 f"{e['params']['contender']} / {e['params']['baseline']}", e["measure"],
-                 summary,
-                 ", ".join(_fmt(v) for v in e["values"]), e["verdict"], e["anchor"]]
-        rows.append(f'<tr class="{e["verdict"]}">'
-                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return (f'<h2 id="claims">Claims</h2><p>{html.escape(s["dataset"])}, seeds {s["seeds"]}, '
-            f'{s["steps"]} steps; equal time: {s["time_budget_s"]:.2f} s of training each '
-            f'(the GON\'s {s["steps"]} steps). {html.escape(s["rule"])}</p>'
-            f"<table><tr>{head}</tr>{''.join(rows)}</table>")

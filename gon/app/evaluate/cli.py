@@ -8,7 +8,8 @@ Usage:
 An incomplete sweep (trials failed, unfinished or not started, run dirs missing: see
 gon.app.completeness) is refused with the list of those trials and the command that resumes it;
 --partial scores what is there and marks the report partial ("complete": false in metrics.json,
-a banner in index.html, the W&B summary run), listing the failed trials with their errors.
+a complete=false column in its CSVs, a banner in index.html, the W&B summary run), listing the
+failed trials with their errors; each file is written once.
 
 For each run dir under <sweep_dir> (a checkpoint.pt holding the resolved config): MSE, PSNR,
 SSIM and BCE of the test-split reconstructions, the accuracy of a linear probe on the latents
@@ -76,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
     partial = completeness.report_fields(status)
-    comp = write_report(variants, args.reports_dir)
-    completeness.mark_partial(args.reports_dir, partial)
+    comp = write_report(variants, args.reports_dir, partial)
     log.info("best variant: %s (%d seeds); report: %s%s", comp.best.name, len(comp.best.runs),
              args.reports_dir / "index.html",
              f" (PARTIAL: {completeness.describe(status)})" if partial else "")

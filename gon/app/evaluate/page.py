@@ -1,15 +1,19 @@
-"""The offline comparison page (reports/index.html): the variants table with mean +- interval and
-the significance marks, a bar chart with error bars, the validation curves, the ranking at every
-budget and each variant's grids. Inline SVG only: no scripts, no network, relative image links.
+"""The offline comparison page (reports/index.html), written once: a partial sweep's banner, the
+variants table with mean +- interval and the significance marks, a bar chart with error bars, the
+validation curves, the ranking at every budget, the claims table and each variant's grids. Inline
+SVG only: no scripts, no network, relative image links.
 
 Usage:
-    Path("reports/index.html").write_text(render_html(compare(runs)))
+    Path("reports/index.html").write_text(render_html(compare(runs), claims, partial))
 """
 
 from __future__ import annotations
 
 import html
+import math
+from typing import Any
 
+from gon.app.claims.table import BATCH_TOL
 from gon.app.evaluate.compare import METRICS, Comparison, reversals
 from gon.app.metrics import LIKELIHOOD
 from gon.app.stats import ALPHA, LEVEL
@@ -177,8 +181,62 @@ def pixels(config: dict) -> str:
     return str((config.get("dataset") or {}).get("binarize") or "grey")
 
 
-def render_html(comp: Comparison, claims: str = "") -> str:
-    """The whole page; `claims` is the claims table's section (gon.app.claims.render_section)."""
+def partial_banner(fields: dict[str, Any] | None) -> str:
+    """A partial sweep's warning atop the page (gon.app.sweeps.status.report_fields; "" for a
+    complete one)."""
+    if not fields:
+        return ""
+    t = fields["trials"]
+    items = [f"<li>trial {r['trial']} failed ({html.escape(str(r['params']))}): "
+             f"{html.escape(r['error'])}</li>" for r in fields["failed_trials"]]
+    items += [f"<li>trial {r['trial']}: run dir missing ({html.escape(r['dir'])})</li>"
+              for r in fields["missing_trials"]]
+    items += [f"<li>trial {r['trial']}: not finished</li>" for r in fields["unfinished_trials"]]
+    if t["not_started"]:
+        items.append(f"<li>{t['not_started']} trial(s) not started</li>")
+    return (f'<div class="partial"><h2>Partial report</h2><p>Only {t["finished"]} of '
+            f"{t['budget']} trials of the sweep finished; this comparison is incomplete.</p>"
+            f"<ul>{''.join(items)}</ul></div>")
+
+
+def _claim_fmt(x: float) -> str:
+    return f"{x:.3g}" if isinstance(x, float) and math.isfinite(x) else str(x)
+
+
+def claims_section(claims: dict[str, Any] | None) -> str:
+    """The claims table (reports/claims.json, gon.app.claims.table) as a section ("" without)."""
+    if not claims:
+        return ""
+    s = claims["setup"]
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "budget", "contender vs baseline",
+                                              "params", "measure", "mean [95% CI]", "per seed",
+                                              "verdict", "anchor"))
+    rows = []
+    for e in claims["entries"]:
+        if e["ci95"] is None:  # batch_dependence: the largest, against the baseline's smallest
+            summary = (f"max {_claim_fmt(e['mean'])} (baseline min "
+                       f"{_claim_fmt(min(e['baseline_values']))}, tolerance {BATCH_TOL:g})")
+        else:
+            summary = (f"{_claim_fmt(e['mean'])} [{_claim_fmt(e['ci95'][0])}, "
+                       f"{_claim_fmt(e['ci95'][1])}]")
+        cells = [f"{e['claim']}: {e['statement']}", e["budget"],
+                 f"{e['contender']} vs {e['baseline']}",
+                 f"{e['params']['contender']} / {e['params']['baseline']}", e["measure"],
+                 summary, ", ".join(_claim_fmt(v) for v in e["values"]), e["verdict"],
+                 e["anchor"]]
+        rows.append(f'<tr class="{html.escape(str(e["verdict"]))}">'
+                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return (f'<h2 id="claims">Claims</h2><p>{html.escape(str(s["dataset"]))}, seeds '
+            f'{html.escape(str(s["seeds"]))}, {html.escape(str(s["steps"]))} steps; equal time: '
+            f'{s["time_budget_s"]:.2f} s of training each (the GON\'s '
+            f'{html.escape(str(s["steps"]))} steps). {html.escape(str(s["rule"]))}</p>'
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def render_html(comp: Comparison, claims: dict[str, Any] | None = None,
+                partial: dict[str, Any] | None = None) -> str:
+    """The whole page; `claims`: reports/claims.json's content, `partial`: a partial sweep's
+    fields (gon.app.sweeps.status.report_fields), marked in the title and a banner."""
     m, higher = comp.metric, comp.higher
     head = "".join(f"<th>{h}</th>" for h in ("place", "variant", "n", *METRICS, "vs next",
                                               "steps", "params"))
@@ -212,11 +270,14 @@ def render_html(comp: Comparison, claims: str = "") -> str:
              "tr.best{background:#dfd}td.sig{color:#060}td.tie{color:#999}"
              "tr.holds{background:#dfd}tr.does_not_hold{background:#fdd}"
              ".figs{display:flex;flex-wrap:wrap;gap:12px}"
-             "img{image-rendering:pixelated}figure{margin:0}")
+             "img{image-rendering:pixelated}figure{margin:0}"
+             ".partial{border:3px solid #c00;background:#fee;padding:0 1em;margin-bottom:1em}")
     leaders = ", ".join(s.name for s in comp.variants if s.rank.place == 1)
     seeds = ", ".join(map(str, comp.seeds))
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>GON variants</title>'
-            f"<style>{style}</style></head><body><h1>GON variants</h1><p>Held-out test split; "
+    title = "PARTIAL: GON variants" if partial else "GON variants"
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{title}'
+            f"</title><style>{style}</style></head><body>{partial_banner(partial)}"
+            f"<h1>GON variants</h1><p>Held-out test split; "
             f"seeds {seeds}; sorted by {m} ({'higher' if higher else 'lower'} is better); "
             f"first place: <b>{leaders}</b>. probe_acc: linear probe on the latents. "
             f"&plusmn; is half the interval. vs next: &gt; the difference to the next row is "
@@ -224,4 +285,5 @@ def render_html(comp: Comparison, claims: str = "") -> str:
             f"<table><tr>{head}</tr>{''.join(rows)}</table>{likelihood_table(comp)}"
             f'<h2>Test {m}</h2>{svg_bars(comp)}<h2>Validation PSNR during training</h2>'
             f"{svg_curves(comp)}<h2>Ranking at every budget (validation PSNR)</h2>"
-            f"{budgets_table(comp)}{claims}<h2>Variants</h2>{''.join(sections)}</body></html>\n")
+            f"{budgets_table(comp)}{claims_section(claims)}<h2>Variants</h2>"
+            f"{''.join(sections)}</body></html>\n")

@@ -1,4 +1,5 @@
-"""The evaluation report: metrics.json, DVC plots (CSV, PNG), an offline HTML page and W&B runs.
+"""The evaluation report: metrics.json, DVC plots (CSV, PNG), an offline HTML page and W&B runs,
+each file written once (a partial sweep marked in metrics.json, the CSVs and the page).
 
 Usage (gon.app.evaluate calls these):
     comp = write_report(runs, Path("reports"))    # -> gon.app.compare.Comparison, best first
@@ -29,7 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gon.app.claims.table import CLAIMS_FILE, load_claims, render_section
+from gon.app.claims.table import CLAIMS_FILE, load_claims
 from gon.app.evaluate.compare import METRICS, Comparison, VariantSummary, compare, metric_names
 from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
 from gon.app.metrics import save_png
@@ -62,37 +63,46 @@ def variant_row(s: VariantSummary, names: tuple[str, ...]) -> dict[str, Any]:
     return {k: "" if v is None else v for k, v in row.items()}
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str],
+               partial: bool = False) -> None:
+    """A CSV of `columns`; a partial sweep's gets a last column complete=false on every row
+    (the CSVs `dvc plots` draws say it too, not only metrics.json and the page)."""
+    if partial:
+        columns, rows = [*columns, "complete"], [{**r, "complete": "false"} for r in rows]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
 
 
-def write_report(runs: list[Variant], reports_dir: Path) -> Comparison:
-    """Write everything but the W&B runs; return the comparison (best variant first)."""
+def write_report(runs: list[Variant], reports_dir: Path,
+                 partial: dict[str, Any] | None = None) -> Comparison:
+    """Write everything but the W&B runs, each file once; return the comparison (best variant
+    first). `partial`: a partial sweep's fields (gon.app.sweeps.status.report_fields), written
+    into metrics.json, the CSVs and the page ({} or None: a complete sweep)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("curves", "images"):  # stale variants of an earlier call must not linger
         shutil.rmtree(reports_dir / sub, ignore_errors=True)
-    comp = compare(runs)
+    comp, partial = compare(runs), partial or {}
     metrics = {s.name: variant_metrics(s) for s in comp.variants}
-    metrics["best"] = metrics[comp.best.name]
+    metrics = {**partial, **metrics, "best": metrics[comp.best.name]}
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     names = metric_names(runs)
     rows = [variant_row(s, names) for s in comp.variants]
-    _write_csv(reports_dir / "variants.csv", rows, list(rows[0]))
-    _write_csv(reports_dir / "val_curves.csv", comp.curves, CURVE_COLUMNS)
+    marked = bool(partial)
+    _write_csv(reports_dir / "variants.csv", rows, list(rows[0]), marked)
+    _write_csv(reports_dir / "val_curves.csv", comp.curves, CURVE_COLUMNS, marked)
     (reports_dir / "curves").mkdir()
     for s in comp.variants:
         shown = s.shown
         _write_csv(reports_dir / "curves" / f"{s.name}.csv", shown.curve,
-                   ["step", "loss_outer", "loss_inner"])
+                   ["step", "loss_outer", "loss_inner"], marked)
         for grid, array in shown.grids.items():
             path = reports_dir / "images" / s.name / f"{grid}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_png(array, path)
-    claims = render_section(load_claims(reports_dir / CLAIMS_FILE))  # the claims stage's table
-    (reports_dir / "index.html").write_text(render_html(comp, claims))
+    claims = load_claims(reports_dir / CLAIMS_FILE)  # the claims stage's table
+    (reports_dir / "index.html").write_text(render_html(comp, claims, partial))
     return comp
 
 

@@ -14,7 +14,6 @@ holds its checkpoint.pt and metrics.json.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from dataclasses import dataclass, field
@@ -169,37 +168,3 @@ def report_fields(status: SweepStatus | None) -> dict[str, Any]:
             "failed_trials": rows(status.failed, True),
             "missing_trials": rows(status.missing, False),
             "unfinished_trials": rows(status.unfinished, False)}
-
-
-def html_banner(fields: dict[str, Any]) -> str:
-    """The partial report's warning at the top of index.html ("" for a complete one)."""
-    if not fields:
-        return ""
-    t = fields["trials"]
-    items = [f"<li>trial {r['trial']} failed ({html.escape(str(r['params']))}): "
-             f"{html.escape(r['error'])}</li>" for r in fields["failed_trials"]]
-    items += [f"<li>trial {r['trial']}: run dir missing ({html.escape(r['dir'])})</li>"
-              for r in fields["missing_trials"]]
-    items += [f"<li>trial {r['trial']}: not finished</li>" for r in fields["unfinished_trials"]]
-    if t["not_started"]:
-        items.append(f"<li>{t['not_started']} trial(s) not started</li>")
-    return (f'<div class="partial"><h2>Partial report</h2><p>Only {t["finished"]} of '
-            f"{t['budget']} trials of the sweep finished; this comparison is incomplete.</p>"
-            f"<ul>{''.join(items)}</ul></div>")
-
-
-def mark_partial(reports_dir: Path, fields: dict[str, Any]) -> None:
-    """Mark a written report partial: the fields in metrics.json, the banner atop index.html
-    (nothing for a complete sweep's report)."""
-    if not fields:
-        return
-    path = reports_dir / "metrics.json"
-    path.write_text(json.dumps({**fields, **json.loads(path.read_text())}, indent=2) + "\n")
-    page = reports_dir / "index.html"
-    if page.exists():
-        text = page.read_text().replace("<title>", "<title>PARTIAL: ", 1)
-        head, sep, body = text.partition("<body>")
-        style = ("<style>.partial{border:3px solid #c00;background:#fee;padding:0 1em;"
-                 "margin-bottom:1em}</style>")
-        page.write_text(head.replace("</head>", style + "</head>", 1) + sep
-                        + html_banner(fields) + body if sep else text)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from gon import GON
 from gon.app.build import build_model
-from gon.app.config import ENCODERS, validate_config
+from gon.app.config import ENCODERS, ConfigError, validate_config
 from gon.app.data.datasets import DATASETS
 from gon.app.variants import AXES, SEED
 
@@ -48,6 +48,14 @@ def test_every_option_composes_validates_and_builds(group: str, option: str) -> 
     assert isinstance(model, GON)
     out = model(torch.zeros(1, 4, 4, 2), torch.zeros(2, cfg.model.latent_dim))
     assert out.shape == (2, 4, 4, 3 if option == "cifar10" else 1)
+
+
+@pytest.mark.parametrize("group", [*AXES, "encoder"])
+def test_an_axis_name_outside_its_group_is_refused(group: str) -> None:
+    """A variant's name is made of these names (page ids, image dirs): none but conf's."""
+    bad = "<img src=x onerror=alert(1)>/x"
+    with pytest.raises(ConfigError, match=rf"{group}\.name=.*conf/{group}/\*\.yaml"):
+        validate_config(compose_config([f"{group}.name='{bad}'"]))
 
 
 @pytest.mark.parametrize(

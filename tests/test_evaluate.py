@@ -7,11 +7,14 @@ $ python -m pytest tests/test_evaluate.py -q
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import json
 import math
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +157,45 @@ def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> N
     assert page.count("<polyline") == 2 + 2  # validation curves + training curves, inline SVG
     assert page.count('stroke="#000"') == 1  # one error bar: the variant with two seeds
     assert "Ranking at every budget" in page and "Spearman" in page
+
+
+class _Tags(HTMLParser):
+    """Every start tag of a page with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_a_crafted_variant_name_reaches_no_live_tag(variants: list, tmp_path: Path) -> None:
+    """A variant name holding markup and a `/` (a block.name that bypassed validate_config,
+    e.g. from an old checkpoint) is text on the page and a slug in every id, link and file."""
+    bad = '<img src=x onerror=alert(1)>/"x'
+    crafted = []
+    for v in variants:
+        config = copy.deepcopy(v.config)
+        if v.name == "none-siren-bce-sum":
+            config["block"]["name"] = bad
+        crafted.append(dataclasses.replace(v, config=config, name=v.name.replace(
+            "siren", bad)))
+    write_report(crafted, tmp_path)
+    parser = _Tags()
+    parser.feed((tmp_path / "index.html").read_text())
+    assert parser.tags and not [(t, a) for t, a in parser.tags
+                                if any(k.startswith("on") for k in a)], "a live handler"
+    images = [a["src"] for t, a in parser.tags if t == "img"]
+    assert len(images) == 2 * len(GRIDS) and "x" not in images
+    assert all((tmp_path / s).is_file() and ".." not in s for s in images)
+    assert all(p.parent.parent == tmp_path / "images" for p in tmp_path.glob("images/*/*"))
+    ids = [a["id"] for _, a in parser.tags if "id" in a]
+    links = [a["href"][1:] for t, a in parser.tags if t == "a" and a["href"].startswith("#")]
+    assert len(set(ids)) == len(ids) and set(links) <= set(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", i) for i in ids)
+    assert bad.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") in (
+        tmp_path / "index.html").read_text()
 
 
 PARTIAL = {"complete": False, "trials": {"finished": 3, "budget": 4, "not_started": 0},

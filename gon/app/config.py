@@ -8,6 +8,7 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from gon import (
 )
 from gon.app.data.datasets import BINARIZE
 from gon.app.metrics import HIGHER_IS_BETTER
-from gon.app.variants import ENCODERS, VARIATIONAL, encoder_choice
+from gon.app.variants import AXES, ENCODER_AXIS, ENCODERS, VARIATIONAL, encoder_choice
 from gon.core.blocks import ACTIVATIONS
 from gon.core.model import PIXEL_REDUCTIONS, STEP_SIZES
 
@@ -161,6 +162,13 @@ _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 LIKELIHOOD_METRICS = ("val/nelbo",)  # objectives only a model with an ELBO has
 
 
+@functools.cache
+def group_options(group: str) -> tuple[str, ...]:
+    """The `name`s of conf/<group>/*.yaml: the choices of a variant axis, e.g. ("mse", "bce")."""
+    return tuple(sorted(str(OmegaConf.load(p).get("name")) for p in (CONF_DIR / group).glob(
+        "*.yaml")))
+
+
 def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
     """Raise one ConfigError naming every invalid value, before anything is loaded or trained
     (check_device=False: leave `device` to the machine that trains, e.g. a SLURM node)."""
@@ -172,6 +180,11 @@ def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if not ok(value):
             problems.append(f"{key}={value!r} (must be {need})")
+    for group in (*AXES, ENCODER_AXIS):  # a variant's name is made of these (ids, file names)
+        name = OmegaConf.select(cfg, f"{group}.name", default=None)
+        if (group in cfg or group != ENCODER_AXIS) and name not in group_options(group):
+            problems.append(f"{group}.name={name!r} (must be one of "
+                            f"{', '.join(group_options(group))}: conf/{group}/*.yaml)")
     encoder = encoder_choice(cfg)
     if encoder in VARIATIONAL and cfg.loss.name != "bce":
         problems.append(f"encoder={encoder} needs loss=bce (the ELBO's Bernoulli likelihood), "

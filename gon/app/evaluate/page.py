@@ -9,8 +9,10 @@ Usage:
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
+import re
 from typing import Any
 
 from gon.app.claims.table import BATCH_TOL
@@ -30,6 +32,18 @@ RULE = (f"Intervals: two-sided {LEVEL:.0%} Student t over the seeds (mean &plusm
         "compared by a two-sided Welch t-test, the p-values adjusted by Holm's method over the "
         f"neighbour pairs; adjusted p &lt; {ALPHA} starts a new place, otherwise the neighbours "
         "share a place (=, tied). With one seed nothing is tested.")
+
+
+def slug(name: str) -> str:
+    """A variant's name as an HTML id, a link and a file name: letters, digits, `.`, `_`, `-`
+    only; a name that needed changing gets a hash of itself, so two names never share a slug."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip(".") or "_"
+    return safe if safe == name else f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _e(x: object) -> str:
+    """Any value as HTML text or a quoted attribute's value."""
+    return html.escape(str(x), quote=True)
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -71,7 +85,7 @@ def svg_bars(comp: Comparison, width: int = 560) -> str:
         return left + (v - lo) / ((hi - lo) or 1) * (width - left - 20)
 
     parts = [f'<svg width="{width}" height="{height}" role="img" class="chart">'
-             f"<title>test {m} by variant, mean and {LEVEL:.0%} interval</title>"]
+             f"<title>test {_e(m)} by variant, mean and {LEVEL:.0%} interval</title>"]
     for i, (name, iv) in enumerate(rows):
         y = 10 + 22 * i
         parts.append(f'<text x="{left - 6}" y="{y + 12}" font-size="11" text-anchor="end">'
@@ -148,9 +162,9 @@ def budgets_table(comp: Comparison) -> str:
     for b in comp.budgets[:-1]:
         flips = reversals(b, final)
         if flips:
-            shown = ", ".join(f"{a} &gt; {c}" for a, c in flips[:4])
+            shown = ", ".join(f"{_e(a)} &gt; {_e(c)}" for a, c in flips[:4])
             notes.append(f"<li>step {b.step}: {len(flips)} pair(s) in the opposite order to step "
-                         f"{final.step}, e.g. {shown}; leader(s) {', '.join(b.leaders)}</li>")
+                         f"{final.step}, e.g. {shown}; leader(s) {_e(', '.join(b.leaders))}</li>")
     change = ("<ul>" + "".join(notes) + "</ul>") if notes else (
         "<p>No pair of variants is in significantly opposite order at any budget.</p>")
     return (f"<table><tr><th>variant</th>{head}</tr>{rows}<tr><td>Spearman &rho; with step "
@@ -242,25 +256,25 @@ def render_html(comp: Comparison, claims: dict[str, Any] | None = None,
                                               "steps", "params"))
     rows = []
     for s in comp.variants:
-        cells = [f"<td>{_place(s.rank)}</td>", f'<td><a href="#{s.name}">{html.escape(s.name)}'
+        cells = [f"<td>{_place(s.rank)}</td>", f'<td><a href="#{slug(s.name)}">{_e(s.name)}'
                  f"</a></td>", f"<td>{len(s.runs)}</td>",
                  *(f"<td>{_cell(s.stats.get(k))}</td>" for k in METRICS),
                  _mark(s.rank.p_next, s.rank.significant_next) if s is not comp.variants[-1]
-                 else "<td></td>", f"<td>{s.runs[0].metrics.get('steps', '')}</td>",
-                 f"<td>{s.runs[0].metrics.get('params', '')}</td>"]
+                 else "<td></td>", f"<td>{_e(s.runs[0].metrics.get('steps', ''))}</td>",
+                 f"<td>{_e(s.runs[0].metrics.get('params', ''))}</td>"]
         cls = ' class="best"' if s.rank.place == 1 else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     sections = []
     for s in comp.variants:
         shown = s.shown
         figs = "".join(
-            f'<figure><img src="images/{html.escape(s.name)}/{g}.png" alt="{g}" '
+            f'<figure><img src="images/{slug(s.name)}/{g}.png" alt="{g}" '
             f'width="{min(2 * shown.grids[g].shape[1], 640)}"><figcaption>{CAPTIONS[g]}'
             "</figcaption></figure>" for g in GRIDS if g in shown.grids)
         train, block = shown.config.get("train", {}), shown.config.get("block", {})
         setting = f"lr {train.get('lr')}" + (f", w0_initial {block['w0_initial']}"
                                              if block.get("w0_initial") is not None else "")
-        sections.append(f'<h3 id="{s.name}">{html.escape(s.name)}</h3><p>{setting}; seeds '
+        sections.append(f'<h3 id="{slug(s.name)}">{_e(s.name)}</h3><p>{_e(setting)}; seeds '
                         f"{', '.join(str(r.seed) for r in s.runs)}; grids of seed {shown.seed}, "
                         f"run dir <code>{html.escape(str(shown.run_dir))}</code></p>"
                         f'<div class="figs">{figs}<figure>{_svg_loss(shown.curve)}'
@@ -272,18 +286,18 @@ def render_html(comp: Comparison, claims: dict[str, Any] | None = None,
              ".figs{display:flex;flex-wrap:wrap;gap:12px}"
              "img{image-rendering:pixelated}figure{margin:0}"
              ".partial{border:3px solid #c00;background:#fee;padding:0 1em;margin-bottom:1em}")
-    leaders = ", ".join(s.name for s in comp.variants if s.rank.place == 1)
+    leaders = _e(", ".join(s.name for s in comp.variants if s.rank.place == 1))
     seeds = ", ".join(map(str, comp.seeds))
     title = "PARTIAL: GON variants" if partial else "GON variants"
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{title}'
             f"</title><style>{style}</style></head><body>{partial_banner(partial)}"
             f"<h1>GON variants</h1><p>Held-out test split; "
-            f"seeds {seeds}; sorted by {m} ({'higher' if higher else 'lower'} is better); "
+            f"seeds {seeds}; sorted by {_e(m)} ({'higher' if higher else 'lower'} is better); "
             f"first place: <b>{leaders}</b>. probe_acc: linear probe on the latents. "
             f"&plusmn; is half the interval. vs next: &gt; the difference to the next row is "
             f"significant, = it is not.</p><p><small>{RULE}</small></p>"
             f"<table><tr>{head}</tr>{''.join(rows)}</table>{likelihood_table(comp)}"
-            f'<h2>Test {m}</h2>{svg_bars(comp)}<h2>Validation PSNR during training</h2>'
+            f'<h2>Test {_e(m)}</h2>{svg_bars(comp)}<h2>Validation PSNR during training</h2>'
             f"{svg_curves(comp)}<h2>Ranking at every budget (validation PSNR)</h2>"
             f"{budgets_table(comp)}{claims_section(claims)}<h2>Variants</h2>"
             f"{''.join(sections)}</body></html>\n")

@@ -12,8 +12,8 @@ Layout of <reports_dir>:
     variants.csv          one row per variant, best first: axes, n, place, Holm p to the next,
                           <metric>_{mean,sd,ci95_low,ci95_high} (a DVC bar plot with error bars)
     val_curves.csv        variant, step, psnr_mean, psnr_ci95_low, psnr_ci95_high, n (DVC lines)
-    curves/<variant>.csv  step, loss_outer, loss_inner: the training curve of its first seed
-    images/<variant>/<grid>.png   recon, samples, slerp, superres of its first seed (DVC images)
+    curves/<slug>.csv     step, loss_outer, loss_inner: the training curve of its first seed
+    images/<slug>/<grid>.png      recon, samples, slerp, superres of its first seed (DVC images)
     index.html            the comparison page (gon.app.report_html), inline SVG, no scripts
     wandb/                offline W&B runs: one eval run per variant and one summary run
 """
@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from gon.app.claims.table import CLAIMS_FILE, load_claims
 from gon.app.evaluate.compare import METRICS, Comparison, VariantSummary, compare, metric_names
-from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
+from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html, slug
 from gon.app.metrics import save_png
 from gon.app.tracking import init_run
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
@@ -95,10 +95,10 @@ def write_report(runs: list[Variant], reports_dir: Path,
     (reports_dir / "curves").mkdir()
     for s in comp.variants:
         shown = s.shown
-        _write_csv(reports_dir / "curves" / f"{s.name}.csv", shown.curve,
+        _write_csv(reports_dir / "curves" / f"{slug(s.name)}.csv", shown.curve,
                    ["step", "loss_outer", "loss_inner"], marked)
         for grid, array in shown.grids.items():
-            path = reports_dir / "images" / s.name / f"{grid}.png"
+            path = reports_dir / "images" / slug(s.name) / f"{grid}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_png(array, path)
     claims = load_claims(reports_dir / CLAIMS_FILE)  # the claims stage's table

@@ -28,6 +28,7 @@ from wandb_reader import read_run
 from gon import make_grid
 from gon.app.build import build_model
 from gon.app.evaluate.cli import main
+from gon.app.evaluate.page import STRIP
 from gon.app.evaluate.report import GRIDS, log_wandb, summary_columns, write_report
 from gon.app.evaluate.runs import encode, evaluate_sweep, find_runs, variant_name
 from gon.app.metrics import LIKELIHOOD, SAMPLE_SEED, image_grid
@@ -67,7 +68,7 @@ def test_every_run_scored(variants: list) -> None:
 
 def test_grids_are_images_not_blank(variants: list) -> None:
     for v in variants[:2]:
-        assert set(v.grids) == set(GRIDS)
+        assert set(v.grids) == {*GRIDS, *STRIP}
         for name, grid in v.grids.items():
             assert grid.dtype.name == "uint8" and grid.ndim == 3 and grid.shape[2] == 3, name
             assert grid.std() > 0 and (grid != 128).mean() > 0.3, f"{v.name}/{name} is blank"
@@ -144,19 +145,37 @@ def test_report_files(variants: list, tmp_path: Path) -> None:
 
 
 def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> None:
-    comp = write_report(variants, tmp_path)
+    comp = write_report(variants, tmp_path, study="study-x")
     page = (tmp_path / "index.html").read_text()
-    assert "<script" not in page and "http" not in page  # nothing to fetch
-    sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == 2 * len(GRIDS)  # one set of grids per variant
+    assert "<script src" not in page
+    body = page[page.index("<body>"):page.index("<script>const SPECS")]  # no bundle
+    assert not re.search(r'(src|href)="(https?:)?//', body)  # nothing to fetch
+    sources = re.findall(r'<img src="([^"]+)"', body)
+    assert len(sources) == 2 * len(GRIDS) + 1 + 2  # grids per variant; the strip's rows
     assert all((tmp_path / s).is_file() for s in sources)  # relative paths that exist
     best = comp.best.name
     # one seed on a side: the pair is not tested, so both share place 1 (shown as =1)
     assert f'<tr class="best"><td>=1</td><td><a href="#{best}"' in page
     assert "Welch" in page and "Holm" in page and "&plusmn;" in page  # the rule, the intervals
-    assert page.count("<polyline") == 2 + 2  # validation curves + training curves, inline SVG
-    assert page.count('stroke="#000"') == 1  # one error bar: the variant with two seeds
     assert "Ranking at every budget" in page and "Spearman" in page
+    # it opens with the answer: provenance, the best and its equals, the effects
+    top = page[page.index("<body>"):page.index("<h2>Variants</h2>")]
+    for word in ("dataset</b> digits", "steps</b> 12", "seeds</b> 0, 1", "commit</b> ",
+                 "study</b> study-x", "date</b> 20", f"<b>{best}</b>", "Cannot be told apart",
+                 "Effects on test psnr", 'id="forest"', "Effects at every budget"):
+        assert word in top, word
+    # the charts: Vega-Lite specs drawn by the inlined bundle, one div each
+    specs = json.loads(re.search(r"const SPECS = (.*?);\n", page).group(1))
+    assert {"forest", "by-budget", "bars", "curves"} <= set(specs)
+    assert len([k for k in specs if k.startswith("loss-")]) == 2  # a training curve each
+    assert all(f'<div class="vega" id="{k}"></div>' in page for k in specs)
+    assert "vegaEmbed" in page and "window.vegaEmbed=" in page  # the bundle, inlined
+    # the strip: the originals first, marked, then one row of reconstructions per variant
+    strip = page[page.index('<table class="strip">'):]
+    strip = strip[:strip.index("</table>")]
+    assert strip.count("<tr") == 1 + 2 and strip.startswith('<table class="strip"><tr '
+                                                             'class="original">')
+    assert [re.findall(r'images/([^/]+)/strip.png', strip)] == [[s.name for s in comp.variants]]
 
 
 class _Tags(HTMLParser):
@@ -187,7 +206,7 @@ def test_a_crafted_variant_name_reaches_no_live_tag(variants: list, tmp_path: Pa
     assert parser.tags and not [(t, a) for t, a in parser.tags
                                 if any(k.startswith("on") for k in a)], "a live handler"
     images = [a["src"] for t, a in parser.tags if t == "img"]
-    assert len(images) == 2 * len(GRIDS) and "x" not in images
+    assert len(images) == 2 * (len(GRIDS) + 1) + 1 and "x" not in images  # + the strip
     assert all((tmp_path / s).is_file() and ".." not in s for s in images)
     assert all(p.parent.parent == tmp_path / "images" for p in tmp_path.glob("images/*/*"))
     ids = [a["id"] for _, a in parser.tags if "id" in a]

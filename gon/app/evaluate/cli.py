@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
     partial = completeness.report_fields(status)
-    comp = write_report(variants, args.reports_dir, partial)
+    comp = write_report(variants, args.reports_dir, partial,
+                        status.study_name if status is not None else None)
     log.info("best variant: %s (%d seeds); report: %s%s", comp.best.name, len(comp.best.runs),
              args.reports_dir / "index.html",
              f" (PARTIAL: {completeness.describe(status)})" if partial else "")

@@ -14,7 +14,7 @@ Layout of <reports_dir>:
     val_curves.csv        variant, step, psnr_mean, psnr_ci95_low, psnr_ci95_high, n (DVC lines)
     curves/<slug>.csv     step, loss_outer, loss_inner: the training curve of its first seed
     images/<slug>/<grid>.png      recon, samples, slerp, superres of its first seed (DVC images)
-    index.html            the comparison page (gon.app.report_html), inline SVG, no scripts
+    index.html            the comparison page (gon.app.evaluate.page): Vega charts, offline
     wandb/                offline W&B runs: one eval run per variant and one summary run
 """
 
@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,9 @@ from omegaconf import OmegaConf
 
 from gon.app.claims.table import CLAIMS_FILE, load_claims
 from gon.app.evaluate.compare import METRICS, Comparison, VariantSummary, compare, metric_names
-from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html, slug
+from gon.app.evaluate.effects import sweep_effects
+from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
+from gon.app.evaluate.tables import slug
 from gon.app.metrics import save_png
 from gon.app.tracking import init_run
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
@@ -75,11 +79,27 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str],
         writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
 
 
-def write_report(runs: list[Variant], reports_dir: Path,
-                 partial: dict[str, Any] | None = None) -> Comparison:
+def provenance(runs: list[Variant], study: str | None = None) -> dict[str, str]:
+    """What the page's first line says: dataset, steps, seeds, commit, study and date."""
+    def each(values: set) -> str:
+        return ", ".join(map(str, sorted(values)))
+
+    git = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "describe",
+                          "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True)
+    return {"dataset": each({str((r.config.get("dataset") or {}).get("name")) for r in runs}),
+            "steps": each({r.metrics.get("steps") for r in runs}),
+            "seeds": each({r.seed for r in runs}),
+            "commit": git.stdout.strip() if git.returncode == 0 else "unknown (no git checkout)",
+            "study": study or "none recorded (a plain multirun or single runs)",
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def write_report(runs: list[Variant], reports_dir: Path, partial: dict[str, Any] | None = None,
+                 study: str | None = None) -> Comparison:
     """Write everything but the W&B runs, each file once; return the comparison (best variant
     first). `partial`: a partial sweep's fields (gon.app.sweeps.status.report_fields), written
-    into metrics.json, the CSVs and the page ({} or None: a complete sweep)."""
+    into metrics.json, the CSVs and the page ({} or None: a complete sweep); `study`: the
+    sweep's study name for the page's provenance line."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("curves", "images"):  # stale variants of an earlier call must not linger
         shutil.rmtree(reports_dir / sub, ignore_errors=True)
@@ -102,7 +122,8 @@ def write_report(runs: list[Variant], reports_dir: Path,
             path.parent.mkdir(parents=True, exist_ok=True)
             save_png(array, path)
     claims = load_claims(reports_dir / CLAIMS_FILE)  # the claims stage's table
-    (reports_dir / "index.html").write_text(render_html(comp, claims, partial))
+    page = render_html(comp, claims, partial, sweep_effects(runs), provenance(runs, study))
+    (reports_dir / "index.html").write_text(page)
     return comp
 
 

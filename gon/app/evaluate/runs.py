@@ -65,7 +65,9 @@ def upscale(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torch.Tensor,
                z_train: torch.Tensor, rows: int) -> dict[str, np.ndarray]:
-    """The four PNG grids of a variant (uint8 RGB arrays)."""
+    """The four PNG grids of a variant (uint8 RGB arrays), and the cross-variant strip's rows:
+    the first `rows` test images ("originals", the same for every variant of a sweep) and this
+    variant's reconstructions of them ("strip")."""
     size, n = tuple(test.shape[1:3]), min(rows, len(test))
     k = min(rows // 2 * rows, len(test))  # originals and reconstructions alternate in a row
     pairs = torch.stack([test[:k], recon[:k]], 1).flatten(0, 1)
@@ -85,6 +87,8 @@ def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torc
         "samples": image_grid(render(model, z_samples, size), rows),
         "slerp": image_grid(slerp_rows, rows + 2),
         "superres": image_grid(sr, n),
+        "originals": image_grid(test[:n], n),
+        "strip": image_grid(recon[:n], n),
     }
 
 

@@ -31,8 +31,9 @@ DVC = [str(Path(sys.executable).with_name("dvc"))]  # the venv's, activated or n
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # what a stage's code is: its entry modules, with everything of this repo they import
-ENTRY = {"sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
-                   "hydra_plugins.gon_sweeper._impl"],
+ENTRY = {"fetch": ["pipelines.fetch"],
+         "sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
+                   "hydra_plugins.gon_sweeper._impl", "hydra_plugins.gon_sweeper._tuned"],
          "evaluate": ["gon.evaluate"], "claims": ["gon.claims"]}
 # a shrunk pipeline: 4 variants (encoding and loss fixed), tiny models, a few steps
 TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 "
@@ -81,7 +82,7 @@ def test_code_deps_cover_what_the_stage_imports(stage: str) -> None:
     files = [Path(f) for f in out.split() if f.endswith(".py") and Path(f).is_absolute()]
     ours = {f.resolve().relative_to(ROOT).as_posix() for f in files
             if f.resolve().is_relative_to(ROOT) and "site-packages" not in f.parts}
-    deps = STAGES[stage]["deps"]
+    deps = STAGES[stage].get("do", STAGES[stage])["deps"]  # fetch is a foreach stage
     assert ours and not [f for f in sorted(ours) if not _covered(f, deps)]
 
 

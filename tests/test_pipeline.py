@@ -7,6 +7,7 @@ $ python -m pytest tests/test_pipeline.py -q            # -m "not slow" for the 
 from __future__ import annotations
 
 import configparser
+import csv
 import json
 import math
 import os
@@ -31,8 +32,9 @@ DVC = [str(Path(sys.executable).with_name("dvc"))]  # the venv's, activated or n
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # what a stage's code is: its entry modules, with everything of this repo they import
-ENTRY = {"sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
-                   "hydra_plugins.gon_sweeper._impl"],
+ENTRY = {"fetch": ["pipelines.fetch"],
+         "sweep": ["gon.train", "hydra_plugins.gon_sweeper.gon_sweeper",
+                   "hydra_plugins.gon_sweeper._impl", "hydra_plugins.gon_sweeper._tuned"],
          "evaluate": ["gon.evaluate"], "claims": ["gon.claims"]}
 # a shrunk pipeline: 4 variants (encoding and loss fixed), tiny models, a few steps
 TINY_SWEEP = ("encoding=none loss=bce model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 "
@@ -81,7 +83,7 @@ def test_code_deps_cover_what_the_stage_imports(stage: str) -> None:
     files = [Path(f) for f in out.split() if f.endswith(".py") and Path(f).is_absolute()]
     ours = {f.resolve().relative_to(ROOT).as_posix() for f in files
             if f.resolve().is_relative_to(ROOT) and "site-packages" not in f.parts}
-    deps = STAGES[stage]["deps"]
+    deps = STAGES[stage].get("do", STAGES[stage])["deps"]  # fetch is a foreach stage
     assert ours and not [f for f in sorted(ours) if not _covered(f, deps)]
 
 
@@ -161,6 +163,16 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     assert len(list((repo / "reports" / "curves").glob("*.csv"))) == 4
     curves = (repo / "reports" / "val_curves.csv").read_text().splitlines()
     assert len(curves) == 1 + 4 * 6  # 4 variants x 6 budgets (20 steps: 3, 7, 10, 13, 17, 20)
+    head = json.loads((repo / "reports" / "headline.json").read_text())  # the answer, short
+    assert metrics[head["best"]["variant"]] == metrics["best"]
+    assert set(head["effects"]) == {"block", "latent_reduction"}  # the two axes that varied
+    shown = _run([*DVC, "metrics", "show"], repo, env)
+    print(shown)
+    header = shown.splitlines()[0].split()
+    assert len(header) <= 40 and "best.variant" in header and "indistinguishable" in header
+    assert not any(c.startswith(tuple(names)) for c in header)  # not metrics.json's columns
+    runs = list(csv.DictReader(open(repo / "reports" / "runs.csv")))
+    assert len(runs) == 8 and {r["seed"] for r in runs} == {"0", "1"}
     claims = json.loads((repo / "reports" / "claims.json").read_text())
     assert claims["setup"]["seeds"] == [0, 1] and claims["entries"]
     page = (repo / "reports" / "index.html").read_text()

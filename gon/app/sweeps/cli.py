@@ -14,6 +14,7 @@ from gon.app.sweeps.checks import N_TRIALS
 from gon.app.sweeps.record import RECORD, resolve_storage
 from gon.app.sweeps.studies import open_storage
 from gon.app.sweeps.summary import SUMMARY, format_summary, summarize
+from gon.app.train.callbacks import validation_answer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}
     n_trials = study.user_attrs.get(N_TRIALS) or old.get("n_trials", len(study.trials))
     print(format_summary(summarize(study, sweep_dir, n_trials, storage)))
+    if answer := validation_answer(sweep_dir, top=None):  # every variant's mean over seeds
+        print(answer)
     return 0
 
 

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
-
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import record as rec
 from gon.app.sweeps import summary as summ
@@ -59,6 +57,18 @@ def _params(row: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in row.get("params", {}).items())
 
 
+def _add(status: SweepStatus, row: dict[str, Any], fate: st.Fate) -> None:
+    """File a trial's row under its fate; an interrupted or retried trial's copy stands for it,
+    and a pruned one is left out."""
+    if fate is st.Fate.FINISHED:
+        ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
+        (status.finished if ok else status.missing).append(row)
+    elif fate is st.Fate.FAILED:
+        status.failed.append(row)
+    elif fate in (st.Fate.RUNNING, st.Fate.WAITING):
+        status.unfinished.append(row)
+
+
 def _from_summary(record: rec.StudyRecord) -> SweepStatus | None:
     path = record.sweep_dir / summ.SUMMARY
     if not path.exists():
@@ -68,13 +78,9 @@ def _from_summary(record: rec.StudyRecord) -> SweepStatus | None:
                          command=record.command, source=str(path))
     failed = {f["number"] for f in summary.get("failures", [])}
     for row in summary.get("trials", []):
-        if row["number"] in failed:
-            status.failed.append(row)
-        elif row["state"] == "COMPLETE":
-            ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
-            (status.finished if ok else status.missing).append(row)
-        elif row["state"] in ("RUNNING", "WAITING"):
-            status.unfinished.append(row)
+        _add(status, row, st.Fate(row["fate"]) if "fate" in row else  # older summaries:
+             st.Fate.FAILED if row["number"] in failed else  # an unlisted failure was retried
+             st.Fate.INTERRUPTED if row["state"] == "FAIL" else st.Fate(row["state"]))
     return status
 
 
@@ -95,23 +101,12 @@ def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | N
                  status.source)
         return status
     study = record.load(storage)
-    trials = study.get_trials(deepcopy=False)
     n_trials = study.user_attrs.get(chk.N_TRIALS)
     if n_trials is None and (sweep_dir / summ.SUMMARY).exists():
         n_trials = json.loads((sweep_dir / summ.SUMMARY).read_text()).get("n_trials")
-    retried = st.superseded(study)
     status = SweepStatus(sweep_dir, study.study_name, 0, command=record.command)
-    for t in trials:
-        row = summ._trial_row(t, sweep_dir)
-        if t.user_attrs.get(st.INTERRUPTED) or t.number in retried:
-            continue  # its re-queued copy stands for it
-        if t.state == TrialState.COMPLETE:
-            ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
-            (status.finished if ok else status.missing).append(row)
-        elif t.state == TrialState.FAIL:
-            status.failed.append(row)
-        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
-            status.unfinished.append(row)
+    for t, fate in st.classify(study):
+        _add(status, summ.trial_row(t, fate, sweep_dir), fate)
     counted = len(status.finished) + len(status.missing) + len(status.failed)
     status.n_trials = int(n_trials) if n_trials is not None else counted + len(status.unfinished)
     return status

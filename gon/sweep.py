@@ -1,4 +1,4 @@
-"""`python -m gon.sweep` (or `gon-sweep`): summarise a sweep dir's study; see gon.app.sweep."""
+"""`python -m gon.sweep` (or `gon-sweep`): summarise a sweep dir's study (gon.app.sweeps.cli)."""
 
 from gon.app.sweeps.cli import cli
 

@@ -27,6 +27,7 @@ from gon.app.sweeps import checks as chk
 from gon.app.sweeps import cli as sweep_cli
 from gon.app.sweeps import grid as sg
 from gon.app.sweeps import record as rec
+from gon.app.sweeps import status as stat
 from gon.app.sweeps import summary as summ
 from gon.app.sweeps import trials as st
 from gon.app.variants import AXES
@@ -407,6 +408,51 @@ def test_summary_names_best_trial_and_failures(tmp_path: Path) -> None:
     text = summ.format_summary(summary)
     assert "best: trial 1" in text and "failed: trial 2" in text and "DivergenceError" in text
     assert json.loads(summ.write_summary(summary, tmp_path).read_text()) == summary
+
+
+def test_one_classifier_for_budget_summary_status_and_grid(tmp_path: Path) -> None:
+    """trials.classify gives every trial its fate; the budget, the failures, the grid's taken
+    points, summary.json and the sweep status (from the study, or from summary.json when
+    study.json masks the URL) all follow it."""
+    study = optuna.create_study(study_name="s", storage=rec.resolve_storage(tmp_path, None))
+    seed = {"seed": IntDistribution(0, 9)}
+    (tmp_path / "0").mkdir()  # trial 0's run dir; trial 5's is gone
+    for f in ("checkpoint.pt", "metrics.json"):
+        (tmp_path / "0" / f).write_text("{}")
+    for i, (state, attrs) in enumerate([
+            (TrialState.COMPLETE, {}), (TrialState.FAIL, {}),
+            (TrialState.FAIL, {st.INTERRUPTED: True}), (TrialState.PRUNED, {}),
+            (TrialState.RUNNING, {}), (TrialState.COMPLETE, {})]):
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params={"seed": i}, distributions=seed, user_attrs=attrs,
+            value=1.0 if state == TrialState.COMPLETE else None))
+    assert st.retry_failed(study, tmp_path) == [1, 5]  # trials 6 and 7: their copies
+    F = st.Fate
+    assert [f for _, f in st.classify(study)] == [
+        F.FINISHED, F.SUPERSEDED, F.INTERRUPTED, F.PRUNED, F.RUNNING, F.SUPERSEDED, F.WAITING,
+        F.WAITING]
+    assert st.budget(study) == (2, 1) and st.failures(study) == []
+    assert sg.taken_points(study, ["seed"]) == {(0,), (1,), (3,), (4,), (5,)}
+    study.set_user_attr(chk.N_TRIALS, 6)
+    summary = summ.summarize(study, tmp_path, n_trials=6)
+    assert summary["states"] == {"COMPLETE": 1, "RETRIED": 2, "INTERRUPTED": 1, "PRUNED": 1,
+                                 "RUNNING": 1, "WAITING": 2}
+    summ.write_summary(summary, tmp_path)
+    rec.record_study(tmp_path, "s", None)
+    record = rec.read_record(tmp_path)
+    assert record is not None and not record.masked and record.load().study_name == "s"
+    from_study = stat.sweep_status(tmp_path)
+    rec.record_study(tmp_path, "s", "postgresql://u:secret@localhost/db")  # masked on disk
+    assert rec.read_record(tmp_path).masked and "secret" not in (tmp_path / rec.RECORD).read_text()
+    with pytest.raises(chk.SweepError, match="without its password"):
+        rec.read_record(tmp_path).load()
+    from_summary = stat.sweep_status(tmp_path)
+    assert from_summary.source.endswith(summ.SUMMARY)
+    for status in (from_study, from_summary):
+        assert [[r["number"] for r in rows] for rows in (
+            status.finished, status.failed, status.missing, status.unfinished)] == [
+            [0], [], [], [4, 6, 7]], status.source
+        assert status.n_trials == 6 and not status.complete
 
 
 def test_launcher_gpu_guard() -> None:

@@ -1,10 +1,10 @@
 """The gon_optuna sweep loop (imported lazily by gon_sweeper.py: it imports optuna and torch).
 
-Each round, under the study's lock (gon.app.studies.study_lock, so that several sweepers can
-share one study): re-queue trials a dead sweeper left RUNNING, count the study's finished
-trials against n_trials, ask for at most n_jobs more and claim them. Then, without the lock,
-launch them (trial number = job number = run subdir), tell the results, record failures; at
-the end write the summary.
+Each round, under the study's lock (gon.app.sweeps.studies.study_lock, so that several
+sweepers can share one study): re-queue trials a dead sweeper left RUNNING, count the study's
+finished trials against n_trials (gon.app.sweeps.trials.budget), ask for at most n_jobs more
+and claim them. Then, without the lock, launch them (trial number = job number = run
+subdir), tell the results, record failures; at the end write the summary.
 """
 
 from __future__ import annotations

@@ -60,13 +60,12 @@ class TunedSweep(ResumableSweep):
             else:
                 time.sleep(wait_s)
 
-
     def _sweep_study(self, space: dict[str, BaseDistribution], fixed: dict[str, Any],
                      overrides: list[str], n_trials: int, directions: list[str],
                      fingerprint: dict[str, Any]) -> None:
         """Tune every variant, then train each best setting with `tune_seeds` seeds."""
         cfg, k = self.config, int(self.tune_seeds)
-        sweep_dir = Path(str(cfg.hydra.self.dir))
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
         axes = {a: list(d.choices) for a, d in space.items()
                 if a in sg.AXES and isinstance(d, CategoricalDistribution)}
         tuned = {name: d for name, d in space.items() if name not in axes}
@@ -93,7 +92,7 @@ class TunedSweep(ResumableSweep):
                 study.sampler.reseed_rng()
             try:
                 self._loop(study, n_trials, batch, tuned, {**fixed, **point}, overrides,
-                      f"tune/{name}/", main.study_name)
+                           f"tune/{name}/", main.study_name)
             finally:  # its summary.json in tune/<variant>/, run dirs relative to the sweep dir
                 (sweep_dir / "tune" / name).mkdir(parents=True, exist_ok=True)
                 summ.write_summary(summ.summarize(study, sweep_dir, n_trials, self.url),
@@ -116,7 +115,7 @@ class TunedSweep(ResumableSweep):
             if {key: params.get(key) for key in tuned} != want:
                 raise chk.SweepError(
                     f"{name}'s best setting is now {want}, but its re-runs in {sweep_dir}/best "
-                    f"used {({key: params.get(key) for key in tuned})}; use a new hydra.self.dir")
+                    f"used {({key: params.get(key) for key in tuned})}; use a new hydra.sweep.dir")
         with studies.study_lock(self.url, sweep_dir):  # a second sweeper enqueues nothing twice
             taken = sg.taken_points(main, [*axes, sg.SEED])
             for params in best.values():

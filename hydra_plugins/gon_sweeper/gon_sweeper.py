@@ -6,7 +6,8 @@ by a dead sweeper, (3) counts n_trials over the whole study, so re-running the c
 the same sweep dir trains only what is missing, (4) names each trial's subdir after its trial
 number, (5) records failed trials and goes on (retry_failed=true re-runs them), (6) writes
 <sweep dir>/summary.json, (7) lets several sweepers share one study (sqlite, a journal file,
-PostgreSQL): creating or joining it and drawing trials happen under a lock (gon.app.studies).
+PostgreSQL): creating or joining it and drawing trials happen under a lock
+(gon.app.sweeps.studies).
 
 Usage (see conf/hparams_search/):
     python -m gon.train hparams_search=variants hydra.sweep.dir=outputs/sweeps/v1
@@ -27,7 +28,7 @@ from omegaconf import DictConfig
 class GonOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.gon_sweeper.gon_sweeper.GonOptunaSweeper"
     # null: sqlite:///<sweep dir>/optuna.db; else journal:///path/sweep.log or any Optuna RDB
-    # URL (postgresql://user:pw@host/db); see gon/app/studies.py
+    # URL (postgresql://user:pw@host/db); see gon/app/sweeps/studies.py
     storage: Any | None = None
     # null: gon-<hparams_search>-<dataset>-<time> on the first run, then the one in study.json
     study_name: str | None = None

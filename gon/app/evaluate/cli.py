@@ -6,7 +6,7 @@ Usage:
     python -m gon.evaluate outputs/sweep reports --partial  # score an unfinished sweep anyway
 
 An incomplete sweep (trials failed, unfinished or not started, run dirs missing: see
-gon.app.completeness) is refused with the list of those trials and the command that resumes it;
+gon.app.sweeps.status) is refused with the list of those trials and the command that resumes it;
 --partial scores what is there and marks the report partial ("complete": false in metrics.json,
 a complete=false column in its CSVs, a banner in index.html, the W&B summary run), listing the
 failed trials with their errors; each file is written once.

@@ -22,7 +22,7 @@ import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
 from gon.app.evaluate.page import GRIDS
-from gon.app.sweeps.record import RECORD
+from gon.app.sweeps.record import require_record
 from gon.app.variants import VARIANT_AXES
 
 TRAIN_IMAGES = ("recon", "samples")  # what each train run logs at its evaluations
@@ -75,11 +75,8 @@ def build_workspace(entity: str, project: str, group: str, name: str | None = No
 
 
 def sweep_group(sweep_dir: Path) -> str:
-    """The W&B group of a sweep's runs: its study name."""
-    path = sweep_dir / RECORD
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: not a gon sweep dir")
-    return json.loads(path.read_text())["study_name"]
+    """The W&B group of a sweep's runs: its study name (FileNotFoundError: no study.json)."""
+    return require_record(sweep_dir).study_name
 
 
 def main(argv: list[str] | None = None) -> int:

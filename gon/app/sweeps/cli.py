@@ -8,11 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-import optuna
-
 from gon.app.sweeps.checks import N_TRIALS
-from gon.app.sweeps.record import RECORD, resolve_storage
-from gon.app.sweeps.studies import open_storage
+from gon.app.sweeps.record import RECORD, read_record
 from gon.app.sweeps.summary import SUMMARY, format_summary, summarize
 from gon.app.train.callbacks import validation_answer
 
@@ -28,17 +25,15 @@ def main(argv: list[str] | None = None) -> int:
                              " pass it when the recorded one is masked)")
     args = parser.parse_args(argv)
     sweep_dir = args.sweep_dir
-    if not (sweep_dir / RECORD).exists():
+    if (record := read_record(sweep_dir)) is None:
         print(f"{sweep_dir / RECORD} not found: not a gon sweep dir", file=sys.stderr)
         return 1
-    record = json.loads((sweep_dir / RECORD).read_text())
-    storage = args.storage or record["storage"]
+    storage = args.storage or record.storage
     if args.storage is None and storage and "***" in storage:  # record_study masked it
         print(f"{sweep_dir / RECORD} keeps the storage URL without its password ({storage}); "
               "pass the full URL: python -m gon.sweep SWEEP_DIR STORAGE_URL", file=sys.stderr)
         return 1
-    study = optuna.load_study(study_name=record["study_name"],
-                              storage=open_storage(resolve_storage(sweep_dir, storage)))
+    study = record.load(storage)
     old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}
     n_trials = study.user_attrs.get(N_TRIALS) or old.get("n_trials", len(study.trials))
     print(format_summary(summarize(study, sweep_dir, n_trials, storage)))

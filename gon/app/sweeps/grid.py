@@ -16,9 +16,8 @@ import itertools
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
-from gon.app.sweeps.trials import INTERRUPTED
+from gon.app.sweeps.trials import Fate, classify
 from gon.app.variants import AXES, ENCODER_AXIS, SEED, variant_name
 
 
@@ -31,11 +30,8 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def taken_points(study: optuna.Study, keys: list[str]) -> set[tuple]:
     """Points the study has run, is running or has queued; a failed trial counts (it is not
     retried), an interrupted one does not (its re-queued copy is WAITING)."""
-    done = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
     return {tuple(t.params.get(k, t.system_attrs.get("fixed_params", {}).get(k)) for k in keys)
-            for t in study.get_trials(deepcopy=False)
-            if t.state in done or (t.state == TrialState.FAIL
-                                   and not t.user_attrs.get(INTERRUPTED))}
+            for t, fate in classify(study) if fate is not Fate.INTERRUPTED}
 
 
 def missing_points(study: optuna.Study, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import optuna
 
 from gon.app.reliability.checkpoint import save_json
 from gon.app.sweeps.checks import SweepError
-from gon.app.sweeps.studies import journal_path
+from gon.app.sweeps.studies import journal_path, open_storage
 
 RECORD = "study.json"  # in the sweep dir: the study's name and storage, written on the first run
 
@@ -56,22 +57,67 @@ def resolve_storage(sweep_dir: Path, storage: str | None) -> str:
     return f"sqlite:///{(sweep_dir / DEFAULT_DB).resolve()}"
 
 
-def recorded_study(sweep_dir: Path, study_name: str | None, storage: str | None) -> str | None:
-    """The study name recorded in the sweep dir (None on a first run); refuses a re-run that
-    names another study or storage, which would silently start over."""
+@dataclass(frozen=True)
+class StudyRecord:
+    """What study.json says: the study's name, its storage URL (password masked; None: sqlite in
+    the sweep dir) and the command that resumes the sweep."""
+
+    sweep_dir: Path
+    study_name: str
+    storage: str | None
+    command: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.sweep_dir / RECORD
+
+    @property
+    def masked(self) -> bool:
+        """Whether the recorded URL lost its password (record_study masks it)."""
+        return bool(self.storage) and "***" in str(self.storage)
+
+    def load(self, storage: str | None = None) -> optuna.Study:
+        """The recorded study, in `storage` (a URL) or the recorded storage; a SweepError if
+        that is masked and no URL was given."""
+        if storage is None and self.masked:
+            raise SweepError(f"{self.path} keeps the storage URL without its password "
+                             f"({self.storage}); pass the full URL")
+        url = resolve_storage(self.sweep_dir, storage or self.storage)
+        return optuna.load_study(study_name=self.study_name, storage=open_storage(url))
+
+
+def read_record(sweep_dir: Path) -> StudyRecord | None:
+    """The sweep dir's study.json, or None if it has none (a first run, a plain multirun): the
+    one reader of it, e.g. `study = read_record(sweep_dir).load(storage)`."""
     path = sweep_dir / RECORD
     if not path.exists():
         return None
     record = json.loads(path.read_text())
+    return StudyRecord(sweep_dir, record["study_name"], record.get("storage"),
+                       record.get("command"))
+
+
+def require_record(sweep_dir: Path) -> StudyRecord:
+    """The sweep dir's study.json; a FileNotFoundError (one line) if it has none."""
+    if (record := read_record(sweep_dir)) is None:
+        raise FileNotFoundError(f"{sweep_dir / RECORD} not found: not a gon sweep dir")
+    return record
+
+
+def recorded_study(sweep_dir: Path, study_name: str | None, storage: str | None) -> str | None:
+    """The study name recorded in the sweep dir (None on a first run); refuses a re-run that
+    names another study or storage, which would silently start over."""
+    if (record := read_record(sweep_dir)) is None:
+        return None
     asked = mask_url(storage) if storage else None
-    if (study_name and study_name != record["study_name"]) or asked != record["storage"]:
+    if (study_name and study_name != record.study_name) or asked != record.storage:
         raise SweepError(
-            f"{sweep_dir} holds study {record['study_name']!r} in "
-            f"{record['storage'] or 'its ' + DEFAULT_DB}; this run asks for "
-            f"{study_name or record['study_name']!r} in {asked or 'its ' + DEFAULT_DB}. "
+            f"{sweep_dir} holds study {record.study_name!r} in "
+            f"{record.storage or 'its ' + DEFAULT_DB}; this run asks for "
+            f"{study_name or record.study_name!r} in {asked or 'its ' + DEFAULT_DB}. "
             "Resume with the same settings, or use another hydra.sweep.dir"
         )
-    return record["study_name"]
+    return record.study_name
 
 
 def record_study(sweep_dir: Path, study_name: str, storage: str | None,

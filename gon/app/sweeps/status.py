@@ -20,14 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
-
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import record as rec
 from gon.app.sweeps import summary as summ
 from gon.app.sweeps import trials as st
-from gon.app.sweeps.studies import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +56,30 @@ def _params(row: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in row.get("params", {}).items())
 
 
-def _from_summary(sweep_dir: Path, record: dict[str, Any]) -> SweepStatus | None:
-    path = sweep_dir / summ.SUMMARY
+def _add(status: SweepStatus, row: dict[str, Any], fate: st.Fate) -> None:
+    """File a trial's row under its fate; an interrupted or retried trial's copy stands for it,
+    and a pruned one is left out."""
+    if fate is st.Fate.FINISHED:
+        ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
+        (status.finished if ok else status.missing).append(row)
+    elif fate is st.Fate.FAILED:
+        status.failed.append(row)
+    elif fate in (st.Fate.RUNNING, st.Fate.WAITING):
+        status.unfinished.append(row)
+
+
+def _from_summary(record: rec.StudyRecord) -> SweepStatus | None:
+    path = record.sweep_dir / summ.SUMMARY
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    status = SweepStatus(sweep_dir, record["study_name"], int(summary["n_trials"]),
-                         command=record.get("command"), source=str(path))
+    status = SweepStatus(record.sweep_dir, record.study_name, int(summary["n_trials"]),
+                         command=record.command, source=str(path))
     failed = {f["number"] for f in summary.get("failures", [])}
     for row in summary.get("trials", []):
-        if row["number"] in failed:
-            status.failed.append(row)
-        elif row["state"] == "COMPLETE":
-            ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
-            (status.finished if ok else status.missing).append(row)
-        elif row["state"] in ("RUNNING", "WAITING"):
-            status.unfinished.append(row)
+        _add(status, row, st.Fate(row["fate"]) if "fate" in row else  # older summaries:
+             st.Fate.FAILED if row["number"] in failed else  # an unlisted failure was retried
+             st.Fate.INTERRUPTED if row["state"] == "FAIL" else st.Fate(row["state"]))
     return status
 
 
@@ -83,13 +87,11 @@ def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | N
     """The sweep's status from its study (storage: the URL, when study.json keeps it masked),
     or from its summary.json if the study cannot be opened; None if the dir records no study
     (a plain multirun, or runs trained one by one)."""
-    path = sweep_dir / rec.RECORD
-    if not path.exists():
+    if (record := rec.read_record(sweep_dir)) is None:
         return None
-    record = json.loads(path.read_text())
-    url = storage or record.get("storage")
+    path, url = record.path, storage or record.storage
     if url and "***" in url:  # record_study masked the password
-        status = _from_summary(sweep_dir, record)
+        status = _from_summary(record)
         if status is None:
             raise FileNotFoundError(
                 f"{path} keeps the storage URL without its password ({url}) and there is no "
@@ -97,25 +99,13 @@ def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | N
         log.info("checked the sweep against %s (pass --storage URL to ask the study)",
                  status.source)
         return status
-    study = optuna.load_study(study_name=record["study_name"],
-                              storage=open_storage(rec.resolve_storage(sweep_dir, url)))
-    trials = study.get_trials(deepcopy=False)
+    study = record.load(storage)
     n_trials = study.user_attrs.get(chk.N_TRIALS)
     if n_trials is None and (sweep_dir / summ.SUMMARY).exists():
         n_trials = json.loads((sweep_dir / summ.SUMMARY).read_text()).get("n_trials")
-    retried = st.superseded(study)
-    status = SweepStatus(sweep_dir, study.study_name, 0, command=record.get("command"))
-    for t in trials:
-        row = summ._trial_row(t, sweep_dir)
-        if t.user_attrs.get(st.INTERRUPTED) or t.number in retried:
-            continue  # its re-queued copy stands for it
-        if t.state == TrialState.COMPLETE:
-            ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
-            (status.finished if ok else status.missing).append(row)
-        elif t.state == TrialState.FAIL:
-            status.failed.append(row)
-        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
-            status.unfinished.append(row)
+    status = SweepStatus(sweep_dir, study.study_name, 0, command=record.command)
+    for t, fate in st.classify(study):
+        _add(status, summ.trial_row(t, fate, sweep_dir), fate)
     counted = len(status.finished) + len(status.missing) + len(status.failed)
     status.n_trials = int(n_trials) if n_trials is not None else counted + len(status.unfinished)
     return status

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gon.app.sweeps.checks import FINGERPRINT
 from gon.app.sweeps.record import mask_url
-from gon.app.sweeps.trials import DIR, ERROR, INTERRUPTED, failures, superseded
+from gon.app.sweeps.trials import DIR, ERROR, Fate, classify
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,10 @@ def _overrides(t: FrozenTrial) -> list[str]:
     return [f"{k}={v}" for k, v in {**fixed, **t.params}.items()]
 
 
-def _trial_row(t: FrozenTrial, sweep_dir: Path) -> dict[str, Any]:
+def trial_row(t: FrozenTrial, fate: Fate, sweep_dir: Path) -> dict[str, Any]:
+    """A trial's row: number, state, fate (trials.Fate), params, run dir, value(s), error."""
     subdir = t.user_attrs.get(DIR, str(t.number))
-    row = {"number": t.number, "state": t.state.name, "params": t.params,
+    row = {"number": t.number, "state": t.state.name, "fate": fate.value, "params": t.params,
            "dir": str(sweep_dir / subdir)}
     if t.values is not None:
         row["value" if len(t.values) == 1 else "values"] = t.values[0] if len(
@@ -46,27 +47,24 @@ def summarize(study: optuna.Study, sweep_dir: Path, n_trials: int,
               storage: str | None = None) -> dict[str, Any]:
     """The sweep's summary: best trial (value, params, overrides, config file), failures,
     and one row per trial."""
-    trials = study.get_trials(deepcopy=False)
+    fates = classify(study)
     states: dict[str, int] = {}
-    retried = superseded(study)
-    for t in trials:
-        key = "INTERRUPTED" if t.user_attrs.get(INTERRUPTED) else \
-            "RETRIED" if t.number in retried else t.state.name
-        states[key] = states.get(key, 0) + 1
+    for _, fate in fates:
+        states[fate.value] = states.get(fate.value, 0) + 1
     summary: dict[str, Any] = {
         "study_name": study.study_name, "storage": mask_url(storage) if storage else None,
         "directions": [d.name.lower() for d in study.directions],
         "objective": study.user_attrs.get(FINGERPRINT, {}).get("objective"),
         "n_trials": n_trials, "states": states, "best": None,
-        "failures": [_trial_row(t, sweep_dir) for t in failures(study)],
-        "trials": [_trial_row(t, sweep_dir) for t in trials],
+        "failures": [trial_row(t, f, sweep_dir) for t, f in fates if f is Fate.FAILED],
+        "trials": [trial_row(t, f, sweep_dir) for t, f in fates],
     }
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if complete:
+    if any(t.state == TrialState.COMPLETE for t, _ in fates):  # what best_trial needs
         best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+        fate = {t.number: f for t, f in fates}
         rows = []
         for t in best:
-            row = _trial_row(t, sweep_dir)
+            row = trial_row(t, fate[t.number], sweep_dir)
             row["overrides"] = _overrides(t)
             row["config"] = str(Path(row["dir"]) / ".hydra" / "config.yaml")
             rows.append(row)

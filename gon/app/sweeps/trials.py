@@ -1,8 +1,10 @@
 """Trial bookkeeping for resumable sweeps: who runs a trial, is it still alive, re-queueing
-interrupted ones, and what counts against the budget. Stored as trial user attributes, so
-it works with any Optuna storage and across machines.
+interrupted ones, what each trial stands for (classify: the one reading of a trial's state)
+and what counts against the budget. Stored as trial user attributes, so it works with any
+Optuna storage and across machines.
 
 Usage:
+    for trial, fate in classify(study): ...   # Fate.FINISHED, .FAILED, .INTERRUPTED, ...
     subdir = claim(trial)                     # this process runs it, in <sweep dir>/<subdir>
     with heartbeat([trial], every_s=30): ...  # while it runs
     recover_stale(study, stale_after_s=300)   # FAIL + re-queue trials a dead sweeper left RUNNING
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 
 import optuna
@@ -32,6 +35,28 @@ ERROR, INTERRUPTED = "sweep:error", "sweep:interrupted"
 RETRY_OF = "retry_of"  # system attribute of a failed trial's re-queued copy: the failed number
 HOST = socket.gethostname()
 MAX_RETRIES = 3  # an interrupted trial is re-run at most this often, then counts as failed
+
+
+class Fate(StrEnum):
+    """What a trial of a sweep stands for (the values are summary.json's `states` keys)."""
+
+    FINISHED = "COMPLETE"
+    FAILED = "FAIL"  # its job failed; counts against the budget
+    INTERRUPTED = "INTERRUPTED"  # its sweeper died or stopped; its re-queued copy stands in
+    SUPERSEDED = "RETRIED"  # failed (or lost its run dir), and retry_failed queued a copy
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"  # queued: a grid point, a re-queued or retried copy
+    PRUNED = "PRUNED"
+
+
+def classify(study: optuna.Study) -> list[tuple[FrozenTrial, Fate]]:
+    """Every trial of the study with its fate: the one place that reads a trial's state and
+    the sweep's attributes (interrupted, retried) together."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {int(t.system_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.system_attrs}
+    return [(t, Fate.INTERRUPTED if t.user_attrs.get(INTERRUPTED)
+             else Fate.SUPERSEDED if t.number in retried else Fate(t.state.name))
+            for t in trials]
 
 
 def _alive(pid: int) -> bool:
@@ -93,8 +118,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, count: bool = True) -> None
 
 def recover_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
     """Fail and re-queue every stale RUNNING trial (see is_stale); their numbers."""
-    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-             if is_stale(t, stale_after_s)]
+    stale = [t for t, f in classify(study) if f is Fate.RUNNING and is_stale(t, stale_after_s)]
     for t in stale:
         requeue(study, t)
     if stale:
@@ -102,31 +126,17 @@ def recover_stale(study: optuna.Study, stale_after_s: float) -> list[int]:
     return [t.number for t in stale]
 
 
-def superseded(study: optuna.Study) -> set[int]:
-    """Numbers of the failed trials that retry_failed re-queued (their copies count instead)."""
-    return {int(t.system_attrs[RETRY_OF]) for t in study.get_trials(deepcopy=False)
-            if RETRY_OF in t.system_attrs}
-
-
 def budget(study: optuna.Study) -> tuple[int, int]:
     """(finished, running) trials counted against n_trials: an interrupted trial does not count
-    (its re-queued copy does), nor does a retried failed one; a failed trial does."""
-    finished = running = 0
-    retried = superseded(study)
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING:
-            running += 1
-        elif t.state.is_finished() and not t.user_attrs.get(INTERRUPTED) and \
-                t.number not in retried:
-            finished += 1
-    return finished, running
+    (its re-queued copy does), nor does a retried failed one; a failed or pruned one does."""
+    fates = [f for _, f in classify(study)]
+    return (sum(f in (Fate.FINISHED, Fate.FAILED, Fate.PRUNED) for f in fates),
+            fates.count(Fate.RUNNING))
 
 
 def failures(study: optuna.Study) -> list[FrozenTrial]:
     """Trials whose job failed (not the interrupted ones, nor those retried since)."""
-    retried = superseded(study)
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if not t.user_attrs.get(INTERRUPTED) and t.number not in retried]
+    return [t for t, f in classify(study) if f is Fate.FAILED]
 
 
 def retry_failed(study: optuna.Study, sweep_dir: Path | None = None) -> list[int]:
@@ -134,12 +144,10 @@ def retry_failed(study: optuna.Study, sweep_dir: Path | None = None) -> list[int
     its checkpoint): `hydra.sweeper.retry_failed=true`, for failures that were transient (a
     network outage, a full disk). With `sweep_dir`, also of every finished trial whose run dir
     lost its metrics.json (deleted). The re-queued trials' numbers."""
-    failed = failures(study)
-    if sweep_dir is not None:
-        retried = superseded(study)
-        failed += [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.number not in retried and not (
-                       sweep_dir / str(t.user_attrs.get(DIR, t.number)) / "metrics.json").exists()]
+    fates = classify(study)
+    failed = [t for t, f in fates if f is Fate.FAILED] + [
+        t for t, f in fates if f is Fate.FINISHED and sweep_dir is not None
+        and not (sweep_dir / str(t.user_attrs.get(DIR, t.number)) / "metrics.json").exists()]
     for t in failed:
         attrs = {k: v for k, v in t.user_attrs.items() if k not in (OWNER, BEAT, ERROR)}
         system = {k: v for k, v in t.system_attrs.items() if k != "fixed_params"}

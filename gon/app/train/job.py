@@ -38,7 +38,7 @@ from gon.app.reliability.checkpoint import (
     save_json,
     set_rng_state,
 )
-from gon.app.reliability.faults import Fault
+from gon.app.reliability.faults import Fault, one_line
 from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
 from gon.app.train.loop import build_training, seed_all, train_steps
@@ -93,7 +93,7 @@ def _finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> floa
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
         log.warning("%s is unreadable (%s); recomputing it from the checkpoint", metrics_path,
-                    " ".join(str(e).split())[:200])
+                    one_line(e))
         return None
     step, metric = ckpt["step"], cfg.optimized_metric
     if done.get("step") == step >= cfg.train.max_steps and metric in done:

@@ -24,9 +24,8 @@ from omegaconf import DictConfig
 from gon import GON, make_grid
 from gon.app.build import count_params
 from gon.app.config import validate_config
-from gon.app.metrics import likelihood_metrics
+from gon.app.metrics import likelihood_metrics, psnr
 from gon.app.train.loop import build_training, seed_all, train_steps
-from gon.core.variational import GaussianPosterior
 
 NELBO_SAMPLES = 16  # Monte Carlo samples of the reconstruction term per test image
 
@@ -46,12 +45,11 @@ def score(model: GON, coords: torch.Tensor, test: torch.Tensor, train_batch: int
         z = model.encode(coords, test, batch_size=256, train_batch=train_batch)
         recon = torch.cat([model.render(c, tuple(test.shape[1:3])) for c in z.split(256)])
         likelihood = likelihood_metrics(model, coords, test, NELBO_SAMPLES, 256, train_batch) \
-            if isinstance(model, GaussianPosterior) else {}
+            if model.has_elbo else {}
     finally:
         model.train(was_training)
-    per_image = (recon.clamp(0, 1) - test).square().flatten(1).mean(1)  # (N,)
-    psnr = (10 * torch.log10(1 / per_image.clamp_min(1e-12))).mean().item()
-    out = {"mse": F.mse_loss(recon.clamp(0, 1), test).item(), "psnr": psnr}
+    recon = recon.clamp(0, 1)
+    out = {"mse": F.mse_loss(recon, test).item(), "psnr": psnr(recon, test)}
     return out | ({"nelbo": likelihood["nelbo"]} if likelihood else {})
 
 

@@ -26,7 +26,6 @@ from omegaconf import DictConfig
 from gon import GON, TrainStep
 from gon.app.build import build_model, build_optimizer
 from gon.app.config import ConfigError
-from gon.core.variational import GaussianPosterior
 
 
 def seed_all(seed: int) -> None:
@@ -85,8 +84,7 @@ def train_steps(model: GON, optimizer: torch.optim.Optimizer, step_fn: TrainStep
     losses) after each optimizer step (the losses as tensors: reading them syncs a device).
     `pixels(batch)` turns a batch into what is trained on (a binarisation draw)."""
     for step, batch in enumerate(batches(images, batch_size, seed, start), start + 1):
-        if isinstance(model, GaussianPosterior):
-            model.set_step(step)  # the KL weight of this step (the warm-up)
+        model.set_step(step)  # e.g. the KL weight of this step (a warm-up); a no-op for most
         losses = step_fn(batch if pixels is None else pixels(batch))  # writes p.grad
         optimizer.step()
         yield step, losses

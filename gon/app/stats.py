@@ -3,6 +3,7 @@ differences are tested (Welch's t-test, Holm's correction), ties where they cann
 
 Usage:
     interval([19.6, 18.2, 20.2])   # {"mean": 19.33, "sd": 1.0, "ci95_low": .., "n": 3, ..}
+    ci95([19.6, 18.2, 20.2])       # (low, high): the same interval, nan where undefined
     ranking({"a": [20.1, 20.3], "b": [19.0, 19.2], "c": [19.1, 19.3]}, higher=True)
     # -> [Ranked("a", place=1, ..), Ranked("b", place=2, tied=True), Ranked("c", place=2, ..)]
 
@@ -40,6 +41,15 @@ def interval(values: Sequence[float]) -> dict[str, float | int | None]:
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = float(st.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "sd": sd, "ci95_low": mean - half, "ci95_high": mean + half, "n": n}
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float]:
+    """(ci95_low, ci95_high) of `interval` as floats: (nan, nan) below 2 values or when a
+    value is not finite (a claim or a benchmark counts every seed)."""
+    iv = interval(values)
+    if iv["ci95_low"] is None or iv["n"] != len(values):
+        return math.nan, math.nan
+    return iv["ci95_low"], iv["ci95_high"]
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import html
 
 from gon.app.evaluate.compare import METRICS, Comparison, reversals
-from gon.app.metrics import LIKELIHOOD
+from gon.app.metrics import LIKELIHOOD, RECON_LAYOUT
 from gon.app.stats import ALPHA, LEVEL
 
 GRIDS = ("recon", "samples", "slerp", "superres")
-CAPTIONS = {"recon": "test images | reconstructions",
+CAPTIONS = {"recon": f"test images and reconstructions ({RECON_LAYOUT})",
             "samples": "samples (variational: the prior N(0, I); else a Gaussian fit)",
             "slerp": "slerp between test images", "superres": "original, native, 4x render"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

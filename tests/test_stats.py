@@ -1,5 +1,5 @@
 """gon.app.stats against hand computations: t intervals, Welch's test, Holm's correction, the
-ranking with tied places, Spearman's rho; and gon.app.compare on hand-made runs.
+ranking against the best, Spearman's rho; and gon.app.compare on hand-made runs.
 
 $ python -m pytest tests/test_stats.py -q
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gon.app.evaluate.compare import compare, reversals
-from gon.app.stats import holm, interval, ranking, spearman, welch_p
+from gon.app.stats import holm, indistinguishable, interval, ranking, spearman, welch_p
 from gon.app.variants import Variant
 
 
@@ -50,19 +50,37 @@ def test_holm_by_hand() -> None:
     assert holm([]) == []
 
 
-def test_ranking_marks_ties_and_significant_gaps() -> None:
+def test_ranking_against_the_best() -> None:
     samples = {"low": [10.0, 10.1, 9.9], "top": [20.0, 20.2, 19.8], "mid": [15.0, 15.1, 14.9],
-               "mid2": [15.05, 15.0, 15.1]}
+               "near": [19.9, 20.3, 19.6]}
     r = ranking(samples, higher=True)
-    assert [x.name for x in r] == ["top", "mid2", "mid", "low"]
-    assert [x.place for x in r] == [1, 2, 2, 4]  # mid2 and mid cannot be told apart
-    assert [x.tied for x in r] == [False, True, True, False]
-    assert r[0].significant_next and not r[1].significant_next and r[2].significant_next
-    assert r[-1].p_next is None
+    assert [x.name for x in r] == ["top", "near", "mid", "low"]
+    assert [x.place for x in r] == [1, 1, 3, 4]  # near cannot be told apart from top
+    assert [x.tied for x in r] == [True, True, False, False]
+    assert [x.worse for x in r] == [False, False, True, True]
+    assert r[0].p_best is None and r[1].p_best > 0.05 and r[2].p_best < 0.05
+    # Holm over the 3 comparisons with the best, by hand
+    raw = [welch_p(samples["top"], samples[n]) for n in ("near", "mid", "low")]
+    assert [x.p_best for x in r[1:]] == pytest.approx(holm(raw))
+    assert r[1].stats == interval(samples["near"])  # mean, sd, interval and n kept
+    assert indistinguishable(r) == ["top", "near"]
     lower = ranking(samples, higher=False)  # e.g. mse: the smallest first
-    assert lower[0].name == "low" and lower[0].place == 1
+    assert lower[0].name == "low" and lower[0].place == 1 and lower[1].worse
     single = ranking({"a": [1.0], "b": [2.0]})  # one seed each: untested, so tied
-    assert [x.place for x in single] == [1, 1] and single[0].p_next is None
+    assert [x.place for x in single] == [1, 1] and single[1].p_best is None
+
+
+def test_a_variant_significantly_worse_than_the_best_is_never_tied() -> None:
+    """The issue's case: a chain of close neighbours once tied a variant 3 dB below the best
+    (direct Welch p = 0.0002) with it; against the best it gets its own place."""
+    best, worst = [18.9, 19.0, 18.98], [15.8, 16.0, 15.87]
+    assert welch_p(best, worst) < 0.001
+    chain = {f"v{i}": [x - 0.4 * i for x in (18.9, 19.4, 18.6)] for i in range(1, 8)}
+    r = ranking({"best": best, "worst": worst, **chain})
+    assert r[0].name == "best" and r[-1].name == "worst"
+    assert r[-1].worse and not r[-1].tied and r[-1].place == len(r) and r[-1].p_best < 0.05
+    assert all(x.place != 1 for x in r if x.worse)
+    assert "worst" not in indistinguishable(r)
 
 
 def test_spearman() -> None:
@@ -89,7 +107,7 @@ def test_compare_groups_seeds_and_ranks_every_budget() -> None:
     assert [s.name for s in comp.variants] == ["b", "a"] and comp.seeds == [0, 1, 2]
     assert [r.seed for r in comp.best.runs] == [0, 1, 2]
     assert comp.best.stats["psnr"]["mean"] == pytest.approx(22.1)
-    assert comp.best.stats["psnr"]["n"] == 3 and comp.best.rank.significant_next
+    assert comp.best.stats["psnr"]["n"] == 3 and comp.variants[1].rank.worse
     rows = [r for r in comp.curves if r["variant"] == "a"]
     assert [r["step"] for r in rows] == [10, 20, 30] and rows[0]["psnr_mean"] == pytest.approx(
         18.1) and rows[0]["n"] == 3

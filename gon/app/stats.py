@@ -1,32 +1,33 @@
-"""Statistics over seeds: mean, sd and a t interval per variant; a ranking whose neighbouring
-differences are tested (Welch's t-test, Holm's correction), ties where they cannot be told apart.
+"""Statistics over seeds: mean, sd and a t interval per variant; a ranking against the best
+(Welch's t-test, Holm's correction); a short text table of its top.
 
 Usage:
     interval([19.6, 18.2, 20.2])   # {"mean": 19.33, "sd": 1.0, "ci95_low": .., "n": 3, ..}
     ci95([19.6, 18.2, 20.2])       # (low, high): the same interval, nan where undefined
     ranking({"a": [20.1, 20.3], "b": [19.0, 19.2], "c": [19.1, 19.3]}, higher=True)
-    # -> [Ranked("a", place=1, ..), Ranked("b", place=2, tied=True), Ranked("c", place=2, ..)]
+    # -> [Ranked("a", place=1), Ranked("b", place=2, worse=True), Ranked("c", place=3, ..)]
 
 The rule, written once (README "Statistics"):
 - interval: the two-sided 95 % Student t interval over the n seeds,
   mean +- t(0.975, n-1) sd/sqrt(n), with the sample sd (n-1). n = 1: sd and the interval are None.
-- ranking: variants sorted by mean (best first). Each pair of neighbours is compared by a two-sided
-  Welch t-test; the m = V-1 p-values are adjusted by Holm's step-down method (family-wise error
-  0.05). A neighbour difference with adjusted p < 0.05 starts a new place; otherwise the two share
-  a place (a chain of indistinguishable neighbours is one tied group). Places are competition
-  ranks (1, 2, 2, 4). A pair with fewer than 2 finite values on either side is not tested (tied).
+- ranking: variants sorted by mean (best first). Each other variant is compared with the best by
+  a two-sided Welch t-test; the m = V-1 p-values are adjusted by Holm's step-down method
+  (family-wise error 0.05). A variant with adjusted p >= 0.05 cannot be told apart from the best
+  and shares first place with it (tied); one with adjusted p < 0.05 is significantly worse and
+  gets its own position in the order (2, 3, ..), never place 1. A variant with fewer than 2
+  finite values (or a best with fewer than 2) is not tested: it shares first place.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scipy import stats as st
 
 LEVEL = 0.95  # the interval's coverage
-ALPHA = 0.05  # the family-wise error rate of the neighbour tests
+ALPHA = 0.05  # the family-wise error rate of the tests against the best
 
 
 def interval(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -80,31 +81,37 @@ class Ranked:
 
     name: str
     mean: float | None
-    place: int  # competition rank of its tied group: 1, 2, 2, 4
-    tied: bool = False  # shares its place with a neighbour
-    p_next: float | None = None  # Holm-adjusted p of the difference to the next variant
-    significant_next: bool = False  # that difference is significant (p_next < ALPHA)
+    place: int  # 1 for the best and every variant indistinguishable from it, else its position
+    tied: bool = False  # shares first place: not significantly worse than the best
+    p_best: float | None = None  # Holm-adjusted p of its difference to the best (None: best,
+    # or untested)
+    worse: bool = False  # significantly worse than the best (p_best < ALPHA): never tied
+    stats: dict = field(default_factory=dict)  # interval(...) of its values: mean, sd, ci, n
 
 
 def ranking(samples: dict[str, Sequence[float]], higher: bool = True) -> list[Ranked]:
-    """The variants best first, with places from the neighbour tests (see the module doc)."""
+    """The variants best first; each compared with the best (see the module doc)."""
     def key(name: str) -> tuple[bool, float]:
         m = interval(samples[name])["mean"]
         return m is None, (-m if higher else m) if m is not None else 0.0
 
     names = sorted(samples, key=key)
-    pairs = zip(names[:-1], names[1:], strict=True)
-    adjusted = holm([welch_p(samples[a], samples[b]) for a, b in pairs])
-    out: list[Ranked] = []
-    for i, name in enumerate(names):
-        new_place = i == 0 or out[-1].significant_next
-        place = i + 1 if new_place else out[-1].place
-        p = adjusted[i] if i < len(adjusted) else None
-        out.append(Ranked(name, interval(samples[name])["mean"], place, p_next=p,
-                          significant_next=p is not None and p < ALPHA))
-        if not new_place:
-            out[-2].tied = out[-1].tied = True
+    best = names[0] if names else None
+    adjusted = holm([welch_p(samples[best], samples[n]) for n in names[1:]])
+    ivs = {n: interval(samples[n]) for n in names}
+    out = [Ranked(best, ivs[best]["mean"], 1, stats=ivs[best])] if best is not None else []
+    for i, (name, p) in enumerate(zip(names[1:], adjusted, strict=True), start=2):
+        worse = p is not None and p < ALPHA
+        out.append(Ranked(name, ivs[name]["mean"], i if worse else 1, tied=not worse, p_best=p,
+                          worse=worse, stats=ivs[name]))
+    if len(out) > 1 and out[1].tied:
+        out[0].tied = True
     return out
+
+
+def indistinguishable(ranked: Sequence[Ranked]) -> list[str]:
+    """The names sharing first place: the best and those not significantly worse than it."""
+    return [r.name for r in ranked if r.place == 1]
 
 
 def spearman(a: Sequence[str], b: Sequence[str]) -> float | None:
@@ -116,3 +123,32 @@ def spearman(a: Sequence[str], b: Sequence[str]) -> float | None:
     pos = {x: i for i, x in enumerate(y for y in b if y in common)}
     d2 = sum((i - pos[x]) ** 2 for i, x in enumerate(common))
     return 1 - 6 * d2 / (n * (n * n - 1))
+
+
+def ranking_table(ranked: Sequence[Ranked], top: int = 5, label: str = "") -> str:
+    """The top of a ranking as a short text table: place, variant, mean [95 % interval], n,
+    Holm p against the best; `label` names the metric and split (e.g. "test psnr")."""
+    lines = [f"ranking by {label}: first place = the best and every variant not significantly "
+             "worse (Welch vs the best, Holm)" if label else "ranking",
+             f"  {'place':<6}{'variant':<32}{'mean':>9}  {'95% interval':<19}{'n':>3}  p vs best"]
+    for r in list(ranked)[:top]:
+        iv = r.stats or {"mean": r.mean, "n": 0}
+        lines.append(f"  {('=' if r.tied else '') + str(r.place):<6}{r.name:<32}"
+                     f"{_num(iv.get('mean')):>9}  {_span(iv):<19}{iv.get('n', 0):>3}  "
+                     f"{_p(r.p_best)}")
+    if len(ranked) > top:
+        lines.append(f"  ... {len(ranked) - top} more")
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3g}" if abs(x) < 1e-3 else f"{x:.3f}"
+
+
+def _span(iv: dict) -> str:
+    lo, hi = iv.get("ci95_low"), iv.get("ci95_high")
+    return "-" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else "<0.001" if p < 1e-3 else f"{p:.3f}"

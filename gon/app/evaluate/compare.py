@@ -7,7 +7,7 @@ Usage:
     comp.curves[0]                     # {"variant", "step", "psnr_mean", "psnr_ci95_low", .., "n"}
     comp.budgets[-1].order             # the variants by mean validation PSNR at the last budget
 
-The statistics (t intervals, Welch + Holm on neighbours) are gon.app.stats'.
+The statistics (t intervals, Welch + Holm against the best) are gon.app.stats'.
 """
 
 from __future__ import annotations
@@ -129,12 +129,11 @@ def compare(runs: list[Variant]) -> Comparison:
 
 
 def reversals(earlier: BudgetRanking, later: BudgetRanking) -> list[tuple[str, str]]:
-    """Pairs (a, b) with a in a better place than b in `earlier` and in a worse one in `later`:
-    at both budgets a significant neighbour gap lies between them, so the order really changed
-    with the budget (a swap inside a tied group does not count)."""
-    def place(b: BudgetRanking) -> dict[str, int]:
-        return {r.name: r.place for r in b.ranked}
+    """Pairs (a, b) where a shares first place and b is significantly worse than the best in
+    `earlier`, and the other way round in `later`: the lead really changed with the budget (a
+    swap of order among the tied or among the worse does not count)."""
+    def lead(b: BudgetRanking) -> tuple[set[str], set[str]]:
+        return {r.name for r in b.ranked if r.place == 1}, {r.name for r in b.ranked if r.worse}
 
-    p0, p1 = place(earlier), place(later)
-    return [(a, b) for a in p0 for b in p0
-            if p0[a] < p0[b] and p1.get(a, 0) > p1.get(b, 0)]
+    (top0, worse0), (top1, worse1) = lead(earlier), lead(later)
+    return [(a, b) for a in sorted(top0 & worse1) for b in sorted(worse0 & top1)]

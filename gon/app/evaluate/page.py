@@ -22,10 +22,10 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
            "#c5b0d5", "#c49c94")  # tab20's darker and lighter halves
 RULE = (f"Intervals: two-sided {LEVEL:.0%} Student t over the seeds (mean &plusmn; "
-        "t<sub>0.975,n-1</sub>&middot;sd/&radic;n). Ranking: by mean; each pair of neighbours is "
-        "compared by a two-sided Welch t-test, the p-values adjusted by Holm's method over the "
-        f"neighbour pairs; adjusted p &lt; {ALPHA} starts a new place, otherwise the neighbours "
-        "share a place (=, tied). With one seed nothing is tested.")
+        "t<sub>0.975,n-1</sub>&middot;sd/&radic;n). Ranking: by mean; each variant is compared "
+        "with the best by a two-sided Welch t-test, the p-values adjusted by Holm's method over "
+        f"those comparisons; adjusted p &lt; {ALPHA}: significantly worse (its own place), "
+        "otherwise it shares first place (=1). With one seed nothing is tested.")
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -180,14 +180,14 @@ def pixels(config: dict) -> str:
 def render_html(comp: Comparison, claims: str = "") -> str:
     """The whole page; `claims` is the claims table's section (gon.app.claims.render_section)."""
     m, higher = comp.metric, comp.higher
-    head = "".join(f"<th>{h}</th>" for h in ("place", "variant", "n", *METRICS, "vs next",
+    head = "".join(f"<th>{h}</th>" for h in ("place", "variant", "n", *METRICS, "vs best",
                                               "steps", "params"))
     rows = []
     for s in comp.variants:
         cells = [f"<td>{_place(s.rank)}</td>", f'<td><a href="#{s.name}">{html.escape(s.name)}'
                  f"</a></td>", f"<td>{len(s.runs)}</td>",
                  *(f"<td>{_cell(s.stats.get(k))}</td>" for k in METRICS),
-                 _mark(s.rank.p_next, s.rank.significant_next) if s is not comp.variants[-1]
+                 _mark(s.rank.p_best, s.rank.worse) if s is not comp.variants[0]
                  else "<td></td>", f"<td>{s.runs[0].metrics.get('steps', '')}</td>",
                  f"<td>{s.runs[0].metrics.get('params', '')}</td>"]
         cls = ' class="best"' if s.rank.place == 1 else ""

@@ -8,7 +8,7 @@ Layout of <reports_dir>:
     metrics.json          {"<variant>": {"psnr": {mean, sd, ci95_low, ci95_high, n}, .., "rank",
                           "steps", "params"}, "best": {..}}: over the variant's seeds (and
                           nelbo, nelbo_bpd, .., iw_bpd for the variational models)
-    variants.csv          one row per variant, best first: axes, n, place, Holm p to the next,
+    variants.csv          one row per variant, best first: axes, n, place, Holm p vs the best,
                           <metric>_{mean,sd,ci95_low,ci95_high} (a DVC bar plot with error bars)
     val_curves.csv        variant, step, psnr_mean, psnr_ci95_low, psnr_ci95_high, n (DVC lines)
     curves/<variant>.csv  step, loss_outer, loss_inner: the training curve of its first seed
@@ -54,7 +54,7 @@ def variant_row(s: VariantSummary, names: tuple[str, ...]) -> dict[str, Any]:
     row: dict[str, Any] = {"variant": s.name,
                            **dict(zip(AXES, variant_choices(s.runs[0].config), strict=True)),
                            "n": len(s.runs), "place": s.rank.place, "tied": s.rank.tied,
-                           "p_holm_next": s.rank.p_next}
+                           "p_holm_best": s.rank.p_best}
     for m in names:
         for k in STATS:
             row[f"{m}_{k}"] = s.stats.get(m, {}).get(k)

@@ -47,6 +47,14 @@ def compose(overrides: list[str], hydra: bool = False) -> DictConfig:
         return hydra_compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
+def default_choices() -> dict[str, str]:
+    """conf/config.yaml's default option of each config group, e.g. {"block": "siren", ..}:
+    the reference levels of the effects (gon.app.stats.effects)."""
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", [])
+    return {str(k): str(v) for d in defaults if isinstance(d, DictConfig)
+            for k, v in d.items() if v is not None}
+
+
 def resolve_device(name: str, job_num: int | None = None) -> torch.device:
     """'auto' -> cuda (cuda:<job_num % device count> in a multirun) if available, else cpu;
     'cuda' -> the same GPU, or an error without CUDA (never a silent CPU fallback)."""

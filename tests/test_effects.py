@@ -102,7 +102,7 @@ def test_sweep_effects_tables_and_answer(tmp_path: Path) -> None:
     assert {r["step"] for r in eff.by_step} == {10, 20}
     assert [r["estimate"] for r in eff.by_step if r["factor"] == "loss"] == pytest.approx(
         [-4.0, -4.0])
-    write_tables(runs, comp, eff, tmp_path)
+    assert write_tables(runs, comp, tmp_path) == eff and comp.effects == eff
     with open(tmp_path / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and list(rows[0])[:8] == ["variant", "encoding", "block", "loss",

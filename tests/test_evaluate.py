@@ -138,6 +138,23 @@ def test_report_files(variants: list, tmp_path: Path) -> None:
             with Image.open(tmp_path / "images" / name / f"{grid}.png") as img:
                 assert img.format == "PNG"
     assert not (tmp_path / "images" / "stale-variant").exists()
+    # one row per run, from which the effects can be recomputed
+    runs = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert [(r["variant"], r["seed"]) for r in runs] == [(v.name, str(v.seed)) for v in variants]
+    assert runs[0]["encoding"] == "nerf" and runs[0]["encoder"] == "gradient_origin"
+    assert float(runs[1]["psnr"]) == pytest.approx(variants[1].metrics["psnr"])
+    # the two variants differ on every axis: one effect is estimable, the rest are confounded
+    eff = json.loads((tmp_path / "effects.json").read_text())
+    psnr = eff["test"]["psnr"]
+    assert [r["factor"] for r in psnr["main"]] == ["encoding"] and psnr["df_resid"] == 1
+    assert [d["term"] for d in psnr["dropped"]] == ["block", "loss", "latent_reduction"]
+    nerf = [float(r["psnr"]) for r in runs if r["encoding"] == "nerf"]
+    none = [float(r["psnr"]) for r in runs if r["encoding"] == "none"]
+    assert psnr["main"][0]["estimate"] == pytest.approx(sum(nerf) / 1 - sum(none) / 2)
+    assert {r["step"] for r in eff["by_step"]} == {2, 4, 6, 8, 10, 12}
+    head = json.loads((tmp_path / "headline.json").read_text())
+    assert head["best"]["variant"] == comp.best.name and head["indistinguishable"]
+    assert list(head["effects"]) == ["encoding"] and "nerf-none" in head["effects"]["encoding"]
 
 
 def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> None:
@@ -156,9 +173,12 @@ def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> N
     assert "Ranking at every budget" in page and "Spearman" in page
 
 
-def test_cli(tiny_sweep: Path, tmp_path: Path) -> None:
+def test_cli(tiny_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tiny_sweep), str(tmp_path / "r"), "--no-wandb", "--probe-images", "100",
                  "--rows", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out  # the answer, printed: effects, then the ranking's top
+    assert "effects on test psnr (3 runs" in out and "nerf - none" in out
+    assert "dropped block: confounded" in out and "ranking by test psnr" in out
     assert json.loads((tmp_path / "r" / "metrics.json").read_text()).keys() >= {"best"}
     assert not any((tmp_path / "r" / "wandb").iterdir())  # there (a DVC out), but empty
     (tmp_path / "empty").mkdir()
@@ -193,6 +213,10 @@ def test_wandb_eval_and_summary_runs(variants: list, wandb_offline: Path, tmp_pa
     assert curves["columns"][:3] == ["variant", "step", "psnr_mean"] and len(curves["data"]) == 12
     assert row["val_psnr_curves_table/_type"] == "table-file"  # the line-series chart's data
     assert summary["summary"]["best"] == comp.best.name
+    effects = json.loads((files / row["effects/path"]).read_text())  # the effects table
+    assert effects["columns"][:4] == ["metric", "step", "term", "factor"]
+    assert ["psnr", None, "encoding: nerf - none"] in [r[:3] for r in effects["data"]]
+    assert row["psnr_effects_table/_type"] == "table-file"  # the bar chart's data
     assert summary["config"]["seeds"] == [0, 1]
 
 

@@ -215,7 +215,7 @@ def effects(rows: Sequence[dict[str, Any]], factors: Sequence[str], metric: str,
     import numpy as np
     import pandas as pd
     import patsy
-    import statsmodels.api as sm
+    from statsmodels.regression.linear_model import OLS
 
     data = [r for r in rows if _finite(r.get(metric))]
     levels: dict[str, list[str]] = {}
@@ -269,7 +269,7 @@ def effects(rows: Sequence[dict[str, Any]], factors: Sequence[str], metric: str,
     if not data:
         return out
     out.formula = f"{metric} ~ {formula(terms)}"
-    fit = sm.OLS(np.asarray([float(r[metric]) for r in data]), design[:, cols]).fit()
+    fit = OLS(np.asarray([float(r[metric]) for r in data]), design[:, cols]).fit()
     out.df_resid = int(round(fit.df_resid))
     cells = [dict(zip(levels, c, strict=True)) for c in product(*levels.values())]
     grid = np.asarray(patsy.build_design_matrices([full.design_info],

@@ -30,6 +30,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from gon.app.config import resolve_device
+from gon.app.evaluate.effects import answer
 from gon.app.evaluate.report import log_wandb, write_report
 from gon.app.evaluate.runs import evaluate_sweep
 from gon.app.reliability.checkpoint import CheckpointError
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     partial = completeness.report_fields(status)
     comp = write_report(variants, args.reports_dir)
     completeness.mark_partial(args.reports_dir, partial)
+    print(answer(comp, comp.effects), flush=True)
     log.info("best variant: %s (%d seeds); report: %s%s", comp.best.name, len(comp.best.runs),
              args.reports_dir / "index.html",
              f" (PARTIAL: {completeness.describe(status)})" if partial else "")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from gon.app.metrics import HIGHER_IS_BETTER, LIKELIHOOD
 from gon.app.stats import Ranked, interval, ranking, spearman
@@ -69,6 +70,7 @@ class Comparison:
     variants: list[VariantSummary]  # best first (by the ranking)
     curves: list[dict] = field(default_factory=list)  # val_curves.csv rows
     budgets: list[BudgetRanking] = field(default_factory=list)
+    effects: Any = None  # gon.app.evaluate.effects.SweepEffects, once write_report set it
 
     @property
     def best(self) -> VariantSummary:

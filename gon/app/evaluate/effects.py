@@ -7,7 +7,8 @@ Usage:
     eff.test["psnr"].main[0]               # {"factor": "block", "level": "modulated",
                                            #  "reference": "siren", "estimate": -0.61, ..}
     eff.by_step[0]                         # {"step": 100, "factor": .., "estimate": .., ..}
-    write_tables(runs, comp, eff, Path("reports"))   # runs.csv, effects.json, headline.json
+    eff = write_tables(runs, comp, Path("reports"))  # the same, and runs.csv, effects.json,
+                                                     # headline.json; comp.effects = eff
     print(answer(comp, eff))               # the printed effects table and the ranking's top
 
 The model, its coding and the reference levels are gon.app.stats.effects' (docs/statistics.md,
@@ -31,6 +32,9 @@ from gon.app.variants import AXES, ENCODER_AXIS, Variant, variant_choices
 
 FACTORS = (*AXES, ENCODER_AXIS)  # the axes whose effects are estimated (those that vary)
 RUNS_FILE, EFFECTS_FILE, HEADLINE_FILE = "runs.csv", "effects.json", "headline.json"
+# the W&B effects table's columns (one row per effect and test metric; step: by_step's rows)
+EFFECT_COLUMNS = ["metric", "step", "term", "factor", "level", "reference", "estimate",
+                  "ci95_low", "ci95_high", "p", "n", "n_ref"]
 
 
 @dataclass
@@ -93,6 +97,17 @@ def sweep_effects(runs: list[Variant]) -> SweepEffects:
     return out
 
 
+def effect_table(eff: SweepEffects) -> list[list[Any]]:
+    """Rows of EFFECT_COLUMNS: every test metric's effects (step None), then those on
+    validation CURVE_METRIC at every budget; term reads "block: modulated - siren"."""
+    rows = [{"metric": m, "step": None, **r} for m, e in eff.test.items()
+            for r in e.main + e.interactions]
+    rows += [{"metric": f"val/{CURVE_METRIC}", **r} for r in eff.by_step]
+    for r in rows:
+        r["term"] = f"{r['factor']}: {r['level']} - {r['reference']}"
+    return [[r.get(c) for c in EFFECT_COLUMNS] for r in rows]
+
+
 def headline(comp: Comparison, eff: SweepEffects) -> dict[str, Any]:
     """headline.json: the best variant, its objective's mean and interval, the set that cannot
     be told apart from it, each axis's main effect and interval (a few flat numbers)."""
@@ -112,9 +127,10 @@ def headline(comp: Comparison, eff: SweepEffects) -> dict[str, Any]:
     return out
 
 
-def write_tables(runs: list[Variant], comp: Comparison, eff: SweepEffects,
-                 reports_dir: Path) -> None:
-    """reports_dir/{runs.csv, effects.json, headline.json}."""
+def write_tables(runs: list[Variant], comp: Comparison, reports_dir: Path) -> SweepEffects:
+    """The sweep's effects, written with one row per run: reports_dir/{runs.csv, effects.json,
+    headline.json}; also set as comp.effects (for the page, the printout and W&B)."""
+    eff = comp.effects = sweep_effects(runs)
     rows = run_rows(runs)
     with open(reports_dir / RUNS_FILE, "w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))
@@ -122,6 +138,7 @@ def write_tables(runs: list[Variant], comp: Comparison, eff: SweepEffects,
         writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     (reports_dir / EFFECTS_FILE).write_text(json.dumps(eff.to_dict(), indent=1) + "\n")
     (reports_dir / HEADLINE_FILE).write_text(json.dumps(headline(comp, eff), indent=2) + "\n")
+    return eff
 
 
 def answer(comp: Comparison, eff: SweepEffects, split: str = "test", top: int = 5) -> str:

@@ -11,6 +11,9 @@ Layout of <reports_dir>:
     variants.csv          one row per variant, best first: axes, n, place, Holm p vs the best,
                           <metric>_{mean,sd,ci95_low,ci95_high} (a DVC bar plot with error bars)
     val_curves.csv        variant, step, psnr_mean, psnr_ci95_low, psnr_ci95_high, n (DVC lines)
+    runs.csv, effects.json, headline.json   one row per run; each axis's effects (test metrics,
+                          and validation PSNR at every budget); the headline metrics (DVC's
+                          `metrics`): gon.app.evaluate.effects
     curves/<variant>.csv  step, loss_outer, loss_inner: the training curve of its first seed
     images/<variant>/<grid>.png   recon, samples, slerp, superres of its first seed (DVC images)
     index.html            the comparison page (gon.app.report_html), inline SVG, no scripts
@@ -31,6 +34,7 @@ from omegaconf import OmegaConf
 
 from gon.app.claims.table import CLAIMS_FILE, load_claims, render_section
 from gon.app.evaluate.compare import METRICS, Comparison, VariantSummary, compare, metric_names
+from gon.app.evaluate.effects import EFFECT_COLUMNS, effect_table, write_tables
 from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
 from gon.app.metrics import save_png
 from gon.app.tracking import init_run
@@ -75,6 +79,7 @@ def write_report(runs: list[Variant], reports_dir: Path) -> Comparison:
     for sub in ("curves", "images"):  # stale variants of an earlier call must not linger
         shutil.rmtree(reports_dir / sub, ignore_errors=True)
     comp = compare(runs)
+    write_tables(runs, comp, reports_dir)  # runs.csv, effects.json, headline.json; comp.effects
     metrics = {s.name: variant_metrics(s) for s in comp.variants}
     metrics["best"] = metrics[comp.best.name]
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -153,6 +158,12 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
             logged["val_psnr_curves"] = wandb.plot.line_series(
                 xs=steps, ys=[[by[n].get(x) for x in steps] for n in by], keys=list(by),
                 title="validation PSNR (mean over seeds) by step", xname="step")
+        if comp.effects is not None:  # the effects table and the objective's main effects
+            effects = wandb.Table(columns=EFFECT_COLUMNS, data=effect_table(comp.effects))
+            logged |= {"effects": effects, f"{m}_effects": wandb.plot.bar(
+                wandb.Table(columns=EFFECT_COLUMNS, data=[r for r in effects.data if r[0] == m
+                                                         and r[1] is None]),
+                "term", "estimate", title=f"effect on test {m} (vs the reference level)")}
         if extra:
             logged["failed_trials"] = wandb.Table(columns=["trial", "params", "error"], data=[
                 [r["trial"], json.dumps(r["params"]), r["error"]] for r in extra["failed_trials"]])

@@ -1,6 +1,7 @@
 """gon.app.stats.effects against a hand computation on a small known table; what is dropped
 when the grid is not a full factorial; gon.app.evaluate.effects on hand-made runs (runs.csv,
-effects.json, headline.json, effects at every budget, the printed answer).
+effects.json, headline.json, effects at every budget, the printed answer); the answer printed at
+the end of a multirun (slow).
 
 $ python -m pytest tests/test_effects.py -q
 """
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
+from helpers import run, train_cli
 
 from gon.app.evaluate.compare import compare
 from gon.app.evaluate.effects import answer, headline, sweep_effects, write_tables
 from gon.app.stats import effects
+from gon.app.train.callbacks import read_runs, validation_answer
 from gon.app.variants import Variant
 
 # a 2 x 2 table, 2 runs per cell; cell means 2, 5, 6, 13; every run 1 off its cell's mean
@@ -121,3 +125,25 @@ def test_sweep_effects_tables_and_answer(tmp_path: Path) -> None:
     text = answer(comp, eff)
     assert "effects on test psnr" in text and "nerf - none" in text and "mse - bce" in text
     assert "ranking by test psnr" in text and text.count("\n") < 20
+
+
+@pytest.mark.slow
+def test_a_multirun_ends_with_the_answer(tmp_path: Path, data_dir: Path) -> None:
+    """`python -m gon.train -m block=siren,modulated train.lr=...` with the basic launcher:
+    the Hydra callback prints the effects of both (validation, not test) and the ranking, and
+    gon-sweep's reader sees the same runs."""
+    sweep = tmp_path / "multirun"
+    out = run(train_cli(data_dir, "-m", "block=siren,modulated", "train.lr=1e-3,1e-2",
+                        "train.max_steps=2", f"hydra.sweep.dir={sweep}"), tmp_path)
+    tail = out[out.index(f"== {sweep}: 4 runs, validation psnr"):]
+    assert "effects on validation psnr (4 runs" in tail
+    assert "block                       modulated - siren" in tail
+    assert "train.lr                    0.01 - 0.001" in tail  # a swept non-axis value too
+    assert "dropped block:train.lr: no residual degrees of freedom" in tail
+    assert "ranking by validation psnr" in tail and "none-siren-bce-sum train.lr=" in tail
+    rows = read_runs(sweep)
+    assert len(rows) == 4 and {r["metric"] for r in rows} == {"val/psnr"}
+    assert sorted((r["block"], r["train.lr"]) for r in rows) == [  # as Hydra writes them
+        ("modulated", "0.001"), ("modulated", "0.01"), ("siren", "0.001"), ("siren", "0.01")]
+    assert all(math.isfinite(r["value"]) for r in rows)
+    assert validation_answer(tmp_path / "nothing") is None

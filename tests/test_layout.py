@@ -258,3 +258,6 @@ def test_console_script_sweeps_by_itself(tmp_path: Path, data_dir: Path) -> None
     assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
     out = run([str(Path(sys.executable).with_name("gon-sweep")), str(sweep_dir)], tmp_path)
     assert "2 complete" in out
+    # every variant's mean over its seeds, and the effect of what varied (the reduction)
+    assert "none-siren-bce-mean" in out and "none-siren-bce-sum" in out
+    assert "latent_reduction            mean - sum" in out

@@ -137,11 +137,12 @@ def spearman(a: Sequence[str], b: Sequence[str]) -> float | None:
     return 1 - 6 * d2 / (n * (n * n - 1))
 
 
-def ranking_table(ranked: Sequence[Ranked], top: int = 5, label: str = "") -> str:
-    """The top of a ranking as a short text table: place, variant, mean [95 % interval], n,
-    Holm p against the best; `label` names the metric and split (e.g. "test psnr")."""
-    lines = [f"ranking by {label}: first place = the best and every variant not significantly "
-             "worse (Welch vs the best, Holm)" if label else "ranking",
+def ranking_table(ranked: Sequence[Ranked], top: int | None = 5, label: str = "") -> str:
+    """The top of a ranking (None: all of it) as a short text table: place, variant, mean
+    [95 % interval], n, Holm p against the best; `label` names the metric and split."""
+    top = len(ranked) if top is None else top
+    lines = [f"ranking by {label or 'mean'} (=1: not significantly worse than the best; "
+             "Welch, Holm)",
              f"  {'place':<6}{'variant':<32}{'mean':>9}  {'95% interval':<19}{'n':>3}  p vs best"]
     for r in list(ranked)[:top]:
         iv = r.stats or {"mean": r.mean, "n": 0}
@@ -235,7 +236,7 @@ def effects(rows: Sequence[dict[str, Any]], factors: Sequence[str], metric: str,
     x = frame(data, list(levels))
 
     def formula(terms: list[tuple[str, ...]]) -> str:
-        return " + ".join(["1", *(":".join(f"C({f}, Sum)" for f in t) for t in terms)])
+        return " + ".join(["1", *(":".join(f"C(Q({f!r}), Sum)" for f in t) for t in terms)])
 
     # every candidate term's columns once; a term joins the model if it keeps it full rank
     candidates = [(f,) for f in levels] + list(combinations(levels, 2))

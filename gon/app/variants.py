@@ -24,8 +24,9 @@ ENCODER_AXIS, DEFAULT_ENCODER = "encoder", "gradient_origin"
 ENCODERS = (DEFAULT_ENCODER, "detached", "autoencoder", "autoencoder_matched", "variational",
             "vae")
 VARIATIONAL = ("variational", "vae")
+VARIANT_AXES = (*AXES, ENCODER_AXIS)  # every axis a variant differs on (effects are per axis)
 # what identifies a run's variant across sweeps (tags, resume)
-RUN_AXES = ("dataset", *AXES, ENCODER_AXIS)
+RUN_AXES = ("dataset", *VARIANT_AXES)
 
 
 def encoder_choice(cfg: DictConfig | dict[str, Any]) -> str:

@@ -28,9 +28,9 @@ from typing import Any
 from gon.app.config import default_choices
 from gon.app.evaluate.compare import CURVE_METRIC, Comparison, metric_names
 from gon.app.stats import Effects, effects, indistinguishable, ranking_table
-from gon.app.variants import AXES, ENCODER_AXIS, Variant, variant_choices
+from gon.app.variants import VARIANT_AXES as FACTORS
+from gon.app.variants import Variant, variant_choices
 
-FACTORS = (*AXES, ENCODER_AXIS)  # the axes whose effects are estimated (those that vary)
 RUNS_FILE, EFFECTS_FILE, HEADLINE_FILE = "runs.csv", "effects.json", "headline.json"
 # the W&B effects table's columns (one row per effect and test metric; step: by_step's rows)
 EFFECT_COLUMNS = ["metric", "step", "term", "factor", "level", "reference", "estimate",
@@ -81,13 +81,12 @@ def sweep_effects(runs: list[Variant]) -> SweepEffects:
     every run reached (the validation curve's steps)."""
     rows = run_rows(runs)
     factors = [f for f in FACTORS if len({r[f] for r in rows}) > 1]
-    defaults = default_choices()
-    reference = {f: defaults[f] if defaults.get(f) in {r[f] for r in rows}
-                 else min(r[f] for r in rows) for f in factors}
-    out = SweepEffects(factors, reference)
+    reference = default_choices()  # where a factor's default did not run: its first level
+    out = SweepEffects(factors, {})
     for m in metric_names(runs):
         if any(r.get(m) is not None for r in rows):
             out.test[m] = effects(rows, factors, m, reference)
+            out.reference = {f: lv[0] for f, lv in out.test[m].levels.items()}
     steps = sorted({r["step"] for run in runs for r in run.val_curve})
     for step in steps:
         at = _at_step(runs, step)

@@ -11,6 +11,7 @@ from pathlib import Path
 from gon.app.sweeps.checks import N_TRIALS
 from gon.app.sweeps.record import RECORD, read_record
 from gon.app.sweeps.summary import SUMMARY, format_summary, summarize
+from gon.app.train.callbacks import validation_answer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}
     n_trials = study.user_attrs.get(N_TRIALS) or old.get("n_trials", len(study.trials))
     print(format_summary(summarize(study, sweep_dir, n_trials, storage)))
+    if answer := validation_answer(sweep_dir, top=None):  # every variant's mean over seeds
+        print(answer)
     return 0
 
 

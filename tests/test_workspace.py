@@ -15,6 +15,7 @@ from wandb_reader import read_run
 from gon.app.evaluate.page import GRIDS
 from gon.app.evaluate.workspace import build_workspace, main
 from gon.app.sweeps.record import RECORD
+from gon.app.variants import VARIANT_AXES
 
 
 def _panels(view: dict) -> list[dict]:
@@ -34,6 +35,13 @@ def test_workspace_groups_the_sweeps_runs_by_variant(tiny_sweep: Path) -> None:
     for key in ("val/psnr", "train/loss_outer", "test/psnr/mean", *GRIDS, "variants"):
         assert f'"{key}"' in configs, key
     assert '"stderr"' in configs  # error bars / bands over the seeds
+    assert '"effects"' in configs  # the summary run's effects table
+    # a section per axis, its panels grouped by the axis's level (a nested config key)
+    sections = view["spec"]["section"]["panel_bank_config"]["sections"]
+    names = [s["name"] for s in sections]
+    assert all(f"By {a}" in names for a in VARIANT_AXES)
+    block = json.dumps(sections[names.index("By block")]["panels"])
+    assert "block.value.name" in block and '"val/psnr"' in block
     # the keys it charts are the ones a train run logs
     (run_dir,) = (tiny_sweep / "0" / "wandb").glob("offline-run-*")
     run = read_run(run_dir)

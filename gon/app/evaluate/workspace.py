@@ -1,5 +1,6 @@
 """A saved W&B workspace for one sweep's group: runs grouped by variant, PSNR bars with error
-bars over the seeds, the validation and training curves, the image panels, the summary table.
+bars over the seeds, the validation and training curves, a section per axis (runs grouped by
+its level), the image panels, the summary tables (variants, effects, curves).
 
 Usage (after `wandb sync`, with network and an API key; needs the [workspace] extra):
     python -m gon.workspace outputs/sweep --entity ME            # saves it, prints its URL
@@ -22,8 +23,24 @@ import wandb_workspaces.workspaces as ws
 
 from gon.app.evaluate.page import GRIDS
 from gon.app.sweeps.record import require_record
+from gon.app.variants import VARIANT_AXES
 
 TRAIN_IMAGES = ("recon", "samples")  # what each train run logs at its evaluations
+
+
+def axis_section(axis: str) -> ws.Section:
+    """The runs grouped by one axis's level (config <axis>.name): its marginal means over the
+    other axes, mean +- s.e.; the effects with t intervals are the summary run's `effects`."""
+    stats = {"groupby": wr.Config(f"{axis}.name"), "groupby_aggfunc": "mean",
+             "groupby_rangefunc": "stderr"}
+    return ws.Section(name=f"By {axis}", is_open=False, panels=[
+        wr.BarPlot(title=f"test PSNR by {axis} (eval runs: variant means)",
+                   metrics=["test/psnr/mean"], orientation="h", **stats),
+        wr.BarPlot(title=f"final validation PSNR by {axis} (train runs)", metrics=["val/psnr"],
+                   orientation="h", **stats),
+        wr.LinePlot(title=f"validation PSNR by step and {axis}", x="Step", y=["val/psnr"],
+                    **stats),
+    ])
 
 
 def build_workspace(entity: str, project: str, group: str, name: str | None = None
@@ -46,12 +63,15 @@ def build_workspace(entity: str, project: str, group: str, name: str | None = No
     ])
     summary = ws.Section(name="Summary table", is_open=True, panels=[
         wr.WeavePanelSummaryTable(table_name="variants"),
+        wr.WeavePanelSummaryTable(table_name="effects"),
         wr.WeavePanelSummaryTable(table_name="val_curves"),
     ])
+    by_axis = [axis_section(axis) for axis in VARIANT_AXES]
     runset = ws.RunsetSettings(filters=ws.And(ws.Metric("Group") == group),
                                groupby=[ws.Config("variant")])
     return ws.Workspace(entity=entity, project=project, name=name or f"gon {group}",
-                        sections=[comparison, images, summary], runset_settings=runset)
+                        sections=[comparison, *by_axis, images, summary],
+                        runset_settings=runset)
 
 
 def sweep_group(sweep_dir: Path) -> str:

@@ -7,6 +7,7 @@ $ python -m pytest tests/test_pipeline.py -q            # -m "not slow" for the 
 from __future__ import annotations
 
 import configparser
+import csv
 import json
 import math
 import os
@@ -162,6 +163,16 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     assert len(list((repo / "reports" / "curves").glob("*.csv"))) == 4
     curves = (repo / "reports" / "val_curves.csv").read_text().splitlines()
     assert len(curves) == 1 + 4 * 6  # 4 variants x 6 budgets (20 steps: 3, 7, 10, 13, 17, 20)
+    head = json.loads((repo / "reports" / "headline.json").read_text())  # the answer, short
+    assert metrics[head["best"]["variant"]] == metrics["best"]
+    assert set(head["effects"]) == {"block", "latent_reduction"}  # the two axes that varied
+    shown = _run([*DVC, "metrics", "show"], repo, env)
+    print(shown)
+    header = shown.splitlines()[0].split()
+    assert len(header) <= 40 and "best.variant" in header and "indistinguishable" in header
+    assert not any(c.startswith(tuple(names)) for c in header)  # not metrics.json's columns
+    runs = list(csv.DictReader(open(repo / "reports" / "runs.csv")))
+    assert len(runs) == 8 and {r["seed"] for r in runs} == {"0", "1"}
     claims = json.loads((repo / "reports" / "claims.json").read_text())
     assert claims["setup"]["seeds"] == [0, 1] and claims["entries"]
     page = (repo / "reports" / "index.html").read_text()

@@ -12,7 +12,7 @@ its mean training time over the seeds (gon.app.trials.CLOCK, the process's CPU t
 start-up or evaluation; use --threads 1, so that it is the wall time on an idle core) is the
 time budget every candidate then gets. Each candidate trains until it
 has done --steps steps and spent that time, and is scored at both points: mean test PSNR over
-the seeds (and the t-interval, gon.app.claims.t_interval) at --steps, and at the time budget.
+the seeds (and the t-interval, gon.app.stats.ci95) at --steps, and at the time budget.
 Timings are only comparable within one run; say the machine's load (`uptime`).
 """
 
@@ -26,20 +26,16 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
 from gon.app.build import load_images
-from gon.app.claims.table import t_interval
 from gon.app.claims.trials import run_trial
+from gon.app.config import compose
+from gon.app.stats import ci95
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
-
-def config(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF)):
-        return compose("config", overrides=["logger=none", "device=cpu", *overrides])
+def config(overrides: list[str]) -> DictConfig:
+    return compose(["logger=none", "device=cpu", *overrides])
 
 
 def main() -> None:
@@ -71,7 +67,7 @@ def main() -> None:
 
     def line(name: str, rows: list[dict], key: str) -> str:
         psnr = [r[key]["psnr"] for r in rows]
-        lo, hi = t_interval(psnr)
+        lo, hi = ci95(psnr)
         steps = statistics.mean(r[key]["step"] for r in rows)
         secs = statistics.mean(r[key]["seconds"] for r in rows)
         return (f"{name:<70s} {key:<8s} psnr {statistics.mean(psnr):6.2f} dB "
@@ -109,7 +105,7 @@ def summary(config: str, role: str, rows: list[dict], keys: tuple[str, ...]) -> 
     for key in keys:
         psnr = [r[key]["psnr"] for r in rows]
         out[key] = {"psnr": psnr, "psnr_mean": statistics.mean(psnr),
-                    "ci95": list(t_interval(psnr)),
+                    "ci95": list(ci95(psnr)),
                     "steps_mean": statistics.mean(r[key]["step"] for r in rows),
                     "seconds_mean": statistics.mean(r[key]["seconds"] for r in rows)}
     return out

@@ -19,9 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
 
 from gon import (
     GON,
@@ -33,9 +30,9 @@ from gon import (
     SirenBlockFactory,
     VariationalGON,
 )
+from gon.app.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 TINY = ["debug=tiny"]  # conf/debug/tiny.yaml: a training job of about a second on a CPU
 
 ENCODINGS = {
@@ -50,12 +47,7 @@ BLOCKS = {  # name -> (block factory for w0, modulation)
 }
 
 
-def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
-    """conf/config.yaml composed with `overrides` (no Hydra run context); hydra=True keeps
-    the hydra node (as the sweeper sees it)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        return compose("config", overrides=overrides, return_hydra_config=hydra)
+compose_config = compose  # conf/ composed outside Hydra: gon.app.config.compose
 
 
 def make_gon(

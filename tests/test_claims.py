@@ -26,16 +26,16 @@ from gon.app.claims.table import (
     batch_verdict,
     compare,
     entries,
-    t_interval,
     verdict,
 )
 from gon.app.evaluate.page import claims_section
+from gon.app.stats import ci95
 
 
 def test_t_interval_on_known_numbers() -> None:
-    lo, hi = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: t(0.975, 2) = 4.3027
+    lo, hi = ci95([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: t(0.975, 2) = 4.3027
     assert (lo, hi) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)))
-    assert all(math.isnan(x) for x in t_interval([1.0]))
+    assert all(math.isnan(x) for x in ci95([1.0]))
 
 
 @pytest.mark.parametrize(("lo", "hi", "expected"), [
@@ -62,7 +62,7 @@ def test_mse_ratio_and_gain_verdicts_on_known_numbers() -> None:
                                                                           [20.0, 20.5, 20.5]))
     assert gain["values"] == pytest.approx([1.0, 1.5, 1.0]) and gain["verdict"] == "holds"
     lo, hi = gain["ci95"]
-    assert (lo, hi) == pytest.approx(t_interval([1.0, 1.5, 1.0]))
+    assert (lo, hi) == pytest.approx(ci95([1.0, 1.5, 1.0]))
     # claim f near the anchor's epoch-5 figures: the VAE's lower negative ELBO is the GON's loss
     ratio = compare("nelbo_ratio", [{"nelbo": 193.9}, {"nelbo": 195.0}, {"nelbo": 192.0}],
                     [{"nelbo": 159.6}, {"nelbo": 160.0}, {"nelbo": 158.0}])

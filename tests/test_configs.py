@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import CONF_DIR, compose_config
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
@@ -17,7 +15,7 @@ from omegaconf import OmegaConf
 
 from gon import GON
 from gon.app.build import build_model
-from gon.app.config import ENCODERS, ConfigError, validate_config
+from gon.app.config import CONF_DIR, ENCODERS, ConfigError, validate_config
 from gon.app.data.datasets import DATASETS
 from gon.app.variants import AXES, SEED
 
@@ -86,9 +84,7 @@ def test_defaults_and_reserved_sweep_slot() -> None:
 
 
 def test_hydra_dirs_and_sweeper() -> None:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR)):
-        cfg = compose("config", return_hydra_config=True)
+    cfg = compose_config([], hydra=True)
     raw = OmegaConf.to_container(cfg.hydra, resolve=False)
     assert raw["sweep"]["subdir"] == "${hydra.job.num}"
     assert cfg.hydra.run.dir.startswith("outputs/") and cfg.hydra.sweep.dir.startswith("outputs/")

@@ -1,4 +1,4 @@
-"""gon.app.stats.effects against a hand computation on a small known table; what is dropped
+"""gon.app.factorial.effects against a hand computation on a small known table; what is dropped
 when the grid is not a full factorial; gon.app.evaluate.effects on hand-made runs (runs.csv,
 effects.json, headline.json, effects at every budget, the printed answer); the answer printed at
 the end of a multirun (slow).
@@ -18,7 +18,7 @@ from helpers import run, train_cli
 
 from gon.app.evaluate.compare import compare
 from gon.app.evaluate.effects import answer, headline, sweep_effects, write_tables
-from gon.app.stats import effects
+from gon.app.factorial import effects
 from gon.app.train.callbacks import read_runs, validation_answer
 from gon.app.variants import Variant
 

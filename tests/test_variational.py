@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_vgon
+from helpers import make_gon, make_vgon
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from gon import VAE, MLPEncoder, TrainStep, VariationalGON, likelihood_bounds, make_grid
@@ -172,6 +172,17 @@ def test_kl_warmup_is_linear_and_weights_both_losses():
     z0 = torch.zeros(2, 8)
     r0, k0 = model.nelbo_parts(coords, z0, x, torch.zeros(2, 8))
     torch.testing.assert_close(inner, (r0 + 0.5 * k0).sum())
+
+
+def test_set_step_is_a_no_op_on_a_model_without_an_elbo():
+    """Every model has set_step and has_elbo, so a training loop needs no type checks."""
+    gon, vgon = make_gon(), make_vgon(kl_warmup_steps=10)
+    before = copy.deepcopy(gon.state_dict())
+    gon.set_step(7)
+    assert not gon.has_elbo and vgon.has_elbo
+    assert all(torch.equal(before[k], v) for k, v in gon.state_dict().items())
+    vgon.set_step(5)
+    assert vgon.beta == pytest.approx(0.5 * vgon.kl_weight)
 
 
 def test_train_step_runs_autograd_only():

@@ -8,6 +8,7 @@ Usage:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -115,6 +116,17 @@ def build_encoder(cfg: DictConfig, image_shape: tuple[int, int, int],
     return MLPEncoder(image_shape, latent_dim=d, hidden_dim=hidden_dim, num_layers=e.num_layers)
 
 
+def match_width(params: Callable[[int], int], target: int, widest: int) -> tuple[int, int]:
+    """The parameter matcher: (width, params(width)) of the width in 1..widest whose parameter
+    count is nearest `target` (the count grows with the width; a tie goes to the narrower)."""
+    lo, hi = 1, widest
+    while lo < hi:  # bisect for the first width at or above the target
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if params(mid) < target else (lo, mid)
+    near = [(h, params(h)) for h in sorted({max(1, lo - 1), lo})]
+    return min(near, key=lambda hp: abs(hp[1] - target))
+
+
 def build_autoencoder(cfg: DictConfig, channels: int, image_size: tuple[int, int],
                       in_dim: int = 2) -> Autoencoder:
     """encoder=autoencoder: E (width encoder.hidden_dim, null = model.hidden_dim) in front of
@@ -137,20 +149,12 @@ def build_autoencoder(cfg: DictConfig, channels: int, image_size: tuple[int, int
     widths = range(1, cfg.model.hidden_dim + 1)
     decoders = {h: count_params(build_decoder(cfg, channels, in_dim, h)) for h in widths}
 
-    def encoder_width(budget: int) -> tuple[int, int]:
-        """(width, parameters) of the encoder nearest `budget` (they grow with the width)."""
-        size = {}
-        lo, hi = 1, 8 * cfg.model.hidden_dim
-        while lo < hi:  # bisect for the first width at or above the budget
-            mid = (lo + hi) // 2
-            size[mid] = count_params(build_encoder(cfg, shape, mid))
-            lo, hi = (mid + 1, hi) if size[mid] < budget else (lo, mid)
-        near = {h: count_params(build_encoder(cfg, shape, h)) for h in {lo, max(1, lo - 1)}}
-        return min(near.items(), key=lambda kv: abs(kv[1] - budget))
+    def encoder(h: int) -> int:
+        return count_params(build_encoder(cfg, shape, h))
 
     # the decoder nearest half the budget first (a balanced split), then its neighbours
     for dec in sorted(widths, key=lambda h: abs(decoders[h] - target / 2)):
-        enc, n_enc = encoder_width(target - decoders[dec])
+        enc, n_enc = match_width(encoder, target - decoders[dec], 8 * cfg.model.hidden_dim)
         if abs(decoders[dec] + n_enc - target) <= MATCH_TOLERANCE * target:
             return make(enc, dec)
     raise ConfigError(

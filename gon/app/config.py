@@ -50,7 +50,7 @@ def compose(overrides: list[str], hydra: bool = False) -> DictConfig:
 
 def default_choices() -> dict[str, str]:
     """conf/config.yaml's default option of each config group, e.g. {"block": "siren", ..}:
-    the reference levels of the effects (gon.app.stats.effects)."""
+    the reference levels of the effects (gon.app.factorial.effects)."""
     defaults = OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", [])
     return {str(k): str(v) for d in defaults if isinstance(d, DictConfig)
             for k, v in d.items() if v is not None}

@@ -47,19 +47,26 @@ def is_better(metric: str, new: float, old: float | None) -> bool:
 
 
 @torch.no_grad()
+def psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
+    """The PSNR (dB, data range 1) of each image (N, H, W, C), averaged over the images: the
+    one PSNR of the project (validation, evaluation, the claims' trials)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # slow import: see below
+
+    x, y = recon.permute(0, 3, 1, 2).float(), target.permute(0, 3, 1, 2).float()
+    return peak_signal_noise_ratio(x, y, data_range=1.0, dim=(1, 2, 3)).item()
+
+
+@torch.no_grad()
 def image_metrics(recon: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """MSE, PSNR and SSIM (per image, averaged) and BCE of images (N, H, W, C) in [0, 1]."""
     # imported here: torchmetrics' image package pulls in scipy and torchvision (seconds)
-    from torchmetrics.functional.image import (
-        peak_signal_noise_ratio,
-        structural_similarity_index_measure,
-    )
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
     x, y = recon.permute(0, 3, 1, 2).float(), target.permute(0, 3, 1, 2).float()
     eps = 1e-6
     return {
         "val/mse": F.mse_loss(x, y).item(),
-        "val/psnr": peak_signal_noise_ratio(x, y, data_range=1.0, dim=(1, 2, 3)).item(),
+        "val/psnr": psnr(recon, target),
         "val/ssim": structural_similarity_index_measure(
             x, y, data_range=1.0, sigma=ssim_sigma(min(x.shape[-2:]))
         ).item(),
@@ -80,6 +87,20 @@ def image_grid(images: torch.Tensor, rows: int, min_px: int = 32) -> np.ndarray:
         top, left = (i // cols) * (h + 2) + 2, (i % cols) * (w + 2) + 2
         grid[:, top : top + h, left : left + w] = x[i]
     return grid.permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
+
+
+RECON_LAYOUT = "rows 1, 3, 5, ...: originals; the row below each: their reconstructions"
+
+
+def recon_grid(originals: torch.Tensor, recons: torch.Tensor, rows: int) -> np.ndarray:
+    """The one recon grid (training's recon.png, evaluation's, the page's): `rows` images a
+    row, a row of originals (N, H, W, C) above the row of their reconstructions (RECON_LAYOUT),
+    rows // 2 such pairs of rows (at least one)."""
+    cols = min(rows, len(originals))
+    n = min(max(1, rows // 2) * cols, len(originals)) // cols * cols
+    pairs = torch.stack([originals[:n], recons[:n]])  # (2, n, H, W, C)
+    pairs = pairs.unflatten(1, (-1, cols)).transpose(0, 1).flatten(0, 2)  # alternate rows
+    return image_grid(pairs, cols)
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:
@@ -115,7 +136,7 @@ def likelihood_metrics(model: GaussianPosterior, coords: torch.Tensor, images: t
 def sample_codes(model: GON, z_fit: torch.Tensor, n: int) -> torch.Tensor:
     """n decoder inputs for the sample grid, with SAMPLE_SEED: from the prior N(0, I) of a model
     that has one (the variational GON), else from a Gaussian fitted to the latents z_fit."""
-    if isinstance(model, GaussianPosterior):
+    if model.has_elbo:
         return model.prior_sample(n, generator=_generator(z_fit.device)).to(z_fit.dtype)
     return sample_latents(z_fit, n)
 
@@ -144,7 +165,8 @@ def evaluate(
     """Score reconstructions of held-out images; grid them and samples (from a Gaussian fit,
     or the prior of a variational model, which also gets the ``LIKELIHOOD`` metrics).
 
-    Returns (metrics, {"recon": originals and reconstructions in alternate rows, "samples": ...});
+    Returns (metrics, {"recon": recon_grid (originals and reconstructions in alternate rows),
+    "samples": ...});
     with grids=False the metrics only (and {}).
     Does not touch the global RNG, so evaluating does not change the training that follows.
     """
@@ -155,18 +177,15 @@ def evaluate(
         z = model.encode(coords, val_images, batch_size, train_batch)
         recon = render(model, z, size, batch_size)
         metrics = image_metrics(recon, val_images)
-        if isinstance(model, GaussianPosterior):
+        if model.has_elbo:
             metrics |= {f"val/{k}": v for k, v in likelihood_metrics(
                 model, coords, val_images, iw_samples, batch_size, train_batch).items()}
         if not grids:
             return metrics, {}
-        cols = min(rows, len(val_images))
-        n = min(max(1, rows // 2) * cols, len(val_images)) // cols * cols
-        pairs = torch.stack([val_images[:n], recon[:n]])  # (2, n, H, W, C)
-        pairs = pairs.unflatten(1, (-1, cols)).transpose(0, 1).flatten(0, 2)  # alternate rows
         z_fit = model.encode(coords, fit_images, batch_size, train_batch)
         samples = model.render(sample_codes(model, z_fit, rows * rows), size)
-        grids = {"recon": image_grid(pairs, cols), "samples": image_grid(samples, rows)}
+        grids = {"recon": recon_grid(val_images, recon, rows),
+                 "samples": image_grid(samples, rows)}
     finally:
         model.train(was_training)
     return metrics, grids

@@ -1,13 +1,12 @@
 """Statistics over seeds: mean, sd and a t interval per variant; a ranking against the best
-(Welch's t-test, Holm's correction) and a short text table of its top; the effects of factors
-on a metric from a linear model over per-run values (effects, Effects).
+(Welch's t-test, Holm's correction); the text tables that print them (and gon.app.factorial's
+effects).
 
 Usage:
     interval([19.6, 18.2, 20.2])   # {"mean": 19.33, "sd": 1.0, "ci95_low": .., "n": 3, ..}
+    ci95([19.6, 18.2, 20.2])       # (low, high): the same interval, nan where undefined
     ranking({"a": [20.1, 20.3], "b": [19.0, 19.2], "c": [19.1, 19.3]}, higher=True)
     # -> [Ranked("a", place=1), Ranked("c", place=2, worse=True), Ranked("b", place=3, ..)]
-    effects(rows, ["block", "loss"], "psnr", reference={"block": "siren"}).main
-    # -> [{"factor": "block", "level": "modulated", "reference": "siren", "estimate": .., ..}]
 
 The rule, written once (README "Statistics"):
 - interval: the two-sided 95 % Student t interval over the n seeds,
@@ -18,22 +17,13 @@ The rule, written once (README "Statistics"):
   and shares first place with it (tied); one with adjusted p < 0.05 is significantly worse and
   gets its own position in the order (2, 3, ..), never place 1. A variant with fewer than 2
   finite values (or a best with fewer than 2) is not tested: it shares first place.
-- effects (docs/statistics.md, "Effects"): OLS of the metric on the factors that vary, each
-  sum-coded, and all their two-way interactions, over one row per run. A main effect is the
-  difference of two levels' marginal means (the model's cell means averaged equally over the
-  other factors' levels), an interaction the difference of differences; each a contrast of the
-  coefficients with its t interval and p-value on the residual df (higher-order interactions
-  pool into the residual). A term that would make the design rank-deficient (a confounded
-  factor, a pair of levels never run together) or leave no residual df is dropped and listed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from itertools import combinations, product
-from typing import Any
+from dataclasses import dataclass, field
 
 from scipy import stats as st
 
@@ -53,6 +43,15 @@ def interval(values: Sequence[float]) -> dict[str, float | int | None]:
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = float(st.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "sd": sd, "ci95_low": mean - half, "ci95_high": mean + half, "n": n}
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float]:
+    """(ci95_low, ci95_high) of `interval` as floats: (nan, nan) below 2 values or when a
+    value is not finite (a claim or a benchmark counts every seed)."""
+    iv = interval(values)
+    if iv["ci95_low"] is None or iv["n"] != len(values):
+        return math.nan, math.nan
+    return iv["ci95_low"], iv["ci95_high"]
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -131,170 +130,39 @@ def ranking_table(ranked: Sequence[Ranked], top: int | None = 5, label: str = ""
     """The top of a ranking (None: all of it) as a short text table: place, variant, mean
     [95 % interval], n, Holm p against the best; `label` names the metric and split."""
     top = len(ranked) if top is None else top
-    lines = [f"ranking by {label or 'mean'} (=1: not significantly worse than the best; "
-             "Welch, Holm)",
-             f"  {'place':<6}{'variant':<32}{'mean':>9}  {'95% interval':<19}{'n':>3}  p vs best"]
-    for r in list(ranked)[:top]:
-        iv = r.stats or {"mean": r.mean, "n": 0}
-        lines.append(f"  {('=' if r.tied else '') + str(r.place):<6}{r.name:<32}"
-                     f"{_num(iv.get('mean')):>9}  {_span(iv):<19}{iv.get('n', 0):>3}  "
-                     f"{_p(r.p_best)}")
-    if len(ranked) > top:
-        lines.append(f"  ... {len(ranked) - top} more")
-    return "\n".join(lines)
+    shown = list(ranked)[:top]
+    d = decimals([r.mean for r in shown])
+    rows = [[("=" if r.tied else "") + str(r.place), r.name, fmt_num(r.mean, d),
+             fmt_span(r.stats, d), str(r.stats.get("n", "")), fmt_p(r.p_best)] for r in shown]
+    more = [f"  ... {len(ranked) - top} more"] if len(ranked) > top else []
+    return "\n".join([f"ranking by {label or 'mean'} (=1: not significantly worse than the "
+                      "best; Welch, Holm)",
+                      *text_table([["place", "variant", "mean", "95% interval", "n", "p vs best"],
+                                 *rows]), *more])
 
 
-# ------------------------------------------------------------------ effects (a linear model)
-@dataclass
-class Effects:
-    """The effects of factors on one metric, from one OLS fit over per-run values (docs/
-    statistics.md, "Effects"). Rows are plain dicts: factor, level, reference, estimate,
-    ci95_low, ci95_high, p, n, n_ref (None where undefined)."""
-
-    metric: str
-    n: int  # runs with a finite value
-    levels: dict[str, list[str]]  # each factor that varies -> its levels, the reference first
-    main: list[dict] = field(default_factory=list)  # level's marginal mean - the reference's
-    interactions: list[dict] = field(default_factory=list)  # factor "a:b": difference of
-    # differences (a's level - ref at b's level) - (the same at b's reference)
-    dropped: list[dict] = field(default_factory=list)  # {"term", "reason"}: not in the model
-    df_resid: int = 0
-    formula: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def table(self, label: str = "") -> str:
-        """The effects as a short text table (printed by gon-evaluate and after a multirun)."""
-        head = (f"effects on {label or self.metric} ({self.n} runs; OLS, sum coding, "
-                f"two-way interactions; residual df {self.df_resid})")
-        lines = [head, f"  {'factor':<28}{'level - reference':<28}{'effect':>9}  "
-                       f"{'95% interval':<19}p"]
-        for r in self.main + self.interactions:
-            lines.append(f"  {r['factor']:<28}{r['level'] + ' - ' + r['reference']:<28}"
-                         f"{_num(r['estimate']):>9}  {_span(r):<19}{_p(r['p'])}")
-        if not self.levels:
-            lines.append("  (no factor varies)")
-        lines += [f"  dropped {d['term']}: {d['reason']}" for d in self.dropped]
-        return "\n".join(lines)
+def decimals(xs: Sequence[float | None]) -> int:
+    """Decimals that show 3 significant digits of the largest |x| (3 to 6)."""
+    m = max((abs(x) for x in xs if x is not None and math.isfinite(x)), default=0.0)
+    return 3 if m == 0 else min(6, max(3, 2 - math.floor(math.log10(m))))
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.3g}" if abs(x) < 1e-3 else f"{x:.3f}"
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _span(iv: dict) -> str:
+def fmt_span(iv: dict, digits: int = 3) -> str:
     lo, hi = iv.get("ci95_low"), iv.get("ci95_high")
-    return "-" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+    return "-" if lo is None or hi is None else f"[{fmt_num(lo, digits)}, {fmt_num(hi, digits)}]"
 
 
-def _p(p: float | None) -> str:
+def text_table(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as aligned lines (numbers, from the third column on, right-aligned)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+            for r in rows]
+
+
+def fmt_p(p: float | None) -> str:
     return "-" if p is None else "<0.001" if p < 1e-3 else f"{p:.3f}"
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def effects(rows: Sequence[dict[str, Any]], factors: Sequence[str], metric: str,
-            reference: dict[str, str] | None = None) -> Effects:
-    """Main effects of each factor that varies and two-way interactions on `metric` from the
-    linear model metric ~ 1 + factors + their pairs (sum coding) over `rows` (one per run);
-    a term that is not estimable (confounded, a level pair never run, no residual df) is
-    dropped and listed. The reference level of a factor: reference[f] if it occurs, else the
-    first in sorted order."""
-    import numpy as np
-    import pandas as pd
-    import patsy
-    from statsmodels.regression.linear_model import OLS
-
-    data = [r for r in rows if _finite(r.get(metric))]
-    levels: dict[str, list[str]] = {}
-    for f in factors:
-        seen = sorted({str(r.get(f)) for r in data})
-        if len(seen) > 1:
-            ref = (reference or {}).get(f)
-            ref = ref if ref in seen else seen[0]
-            levels[f] = [ref, *(x for x in seen if x != ref)]
-    out = Effects(metric, len(data), levels)
-
-    def frame(records: list[dict], names: list[str]) -> pd.DataFrame:
-        return pd.DataFrame({f: pd.Categorical([str(r.get(f)) for r in records],
-                                               categories=levels[f]) for f in names},
-                            index=range(len(records)))
-
-    x = frame(data, list(levels))
-
-    def formula(terms: list[tuple[str, ...]]) -> str:
-        return " + ".join(["1", *(":".join(f"C(Q({f!r}), Sum)" for f in t) for t in terms)])
-
-    # every candidate term's columns once; a term joins the model if it keeps it full rank
-    candidates = [(f,) for f in levels] + list(combinations(levels, 2))
-    full = patsy.dmatrix(formula(candidates), x, return_type="dataframe")
-    where = dict(zip(candidates, list(full.design_info.term_name_slices.values())[1:],
-                     strict=True))
-    design, cols, terms = np.asarray(full), [0], []
-
-    def add(term: tuple[str, ...]) -> tuple[bool, int]:
-        c = cols + list(range(where[term].start, where[term].stop))
-        return np.linalg.matrix_rank(design[:, c]) == len(c), len(c)
-
-    for f in levels:
-        if add((f,))[0]:
-            cols += list(range(where[(f,)].start, where[(f,)].stop))
-            terms.append((f,))
-        else:
-            out.dropped.append({"term": f, "reason": "confounded with the factors before it "
-                                "(its levels never vary on their own)"})
-    mains = [t[0] for t in terms]
-    for a, b in combinations(mains, 2):
-        ok, k = add((a, b))
-        if not ok:
-            out.dropped.append({"term": f"{a}:{b}", "reason": "not estimable: some pairs of "
-                                "their levels never ran (not a full factorial)"})
-        elif len(data) - k < 1:
-            out.dropped.append({"term": f"{a}:{b}", "reason": "no residual degrees of freedom"})
-        else:
-            cols += list(range(where[(a, b)].start, where[(a, b)].stop))
-            terms.append((a, b))
-    if not data:
-        return out
-    out.formula = f"{metric} ~ {formula(terms)}"
-    fit = OLS(np.asarray([float(r[metric]) for r in data]), design[:, cols]).fit()
-    out.df_resid = int(round(fit.df_resid))
-    cells = [dict(zip(levels, c, strict=True)) for c in product(*levels.values())]
-    grid = np.asarray(patsy.build_design_matrices([full.design_info],
-                                                  frame(cells, list(levels)))[0])[:, cols]
-
-    def marginal(**fixed: str) -> np.ndarray:  # the model's mean, other factors averaged
-        mask = [all(c[f] == v for f, v in fixed.items()) for c in cells]
-        return grid[np.asarray(mask)].mean(0)
-
-    def row(factor: str, level: str, ref: str, contrast: np.ndarray, n: int, n_ref: int) -> dict:
-        est = float(contrast @ fit.params)
-        lo = hi = p = None
-        if out.df_resid > 0:
-            t = fit.t_test(contrast[None, :])
-            lo, hi = (float(v) for v in np.asarray(t.conf_int(alpha=1 - LEVEL))[0])
-            p = float(np.asarray(t.pvalue).reshape(-1)[0])
-        return {"factor": factor, "level": level, "reference": ref, "estimate": est,
-                "ci95_low": lo, "ci95_high": hi, "p": p, "n": n, "n_ref": n_ref}
-
-    def count(**fixed: str) -> int:
-        return sum(all(str(r[f]) == v for f, v in fixed.items()) for r in data)
-
-    for f in mains:
-        ref = levels[f][0]
-        for lv in levels[f][1:]:
-            out.main.append(row(f, lv, ref, marginal(**{f: lv}) - marginal(**{f: ref}),
-                                count(**{f: lv}), count(**{f: ref})))
-    for t in terms:
-        if len(t) == 2:
-            a, b = t
-            ra, rb = levels[a][0], levels[b][0]
-            for la, lb in product(levels[a][1:], levels[b][1:]):
-                c = (marginal(**{a: la, b: lb}) - marginal(**{a: ra, b: lb})
-                     - marginal(**{a: la, b: rb}) + marginal(**{a: ra, b: rb}))
-                out.interactions.append(row(f"{a}:{b}", f"{la}:{lb}", f"{ra}:{rb}", c,
-                                            count(**{a: la, b: lb}), count(**{a: ra, b: rb})))
-    return out

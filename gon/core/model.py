@@ -47,6 +47,12 @@ class GON(nn.Module):
 
     stochastic = False  # True where the latent step draws noise (VariationalGON): autograd only
 
+    has_elbo = False  # True for the models with a Gaussian posterior (GaussianPosterior)
+
+    def set_step(self, step: int) -> None:
+        """Training step ``step`` is next; a no-op here (GaussianPosterior's KL warm-up uses it),
+        so a training loop calls it on every model."""
+
     def __init__(
         self,
         decoder: ImplicitDecoder,

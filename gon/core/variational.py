@@ -87,6 +87,7 @@ class GaussianPosterior:
     """
 
     stochastic = True  # the latent draws noise: TrainStep runs plain autograd only
+    has_elbo = True  # likelihood_bounds, prior_sample and the KL warm-up (set_step) apply
     heads: GaussianHeads
     decoder: ImplicitDecoder
     latent_reduction: str

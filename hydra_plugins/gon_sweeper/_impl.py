@@ -27,6 +27,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
 from gon.app.config import ConfigError, validate_config
+from gon.app.reliability.faults import one_line
 from gon.app.reliability.lifecycle import mark_sweeper
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import grid as sg
@@ -286,4 +287,4 @@ class ResumableSweep(OptunaSweeperImpl):
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())[:500]
+    return one_line(f"{type(e).__name__}: {e}")

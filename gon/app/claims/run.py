@@ -20,10 +20,12 @@ import torch
 from omegaconf import DictConfig
 
 from gon import GON
-from gon.app.build import build_model, count_params, load_images
-from gon.app.claims.table import LEVEL, TRIALS, entries
+from gon.app.build import build_model, count_params, load_images, match_width
+from gon.app.claims.table import TRIALS, entries
 from gon.app.claims.trials import run_trial
 from gon.app.config import compose
+from gon.app.stats import LEVEL
+from gon.app.tracking import init_run
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,6 @@ def compose_trial(name: str, dataset: str, seed: int, overrides: list[str],
     """Trial `name`'s config: the embedded default, `overrides`, the trial's own overrides."""
     return compose(["logger=none", "device=cpu", f"dataset={dataset}", f"seed={seed}",
                            f"paths.data_dir={data_dir}", *overrides, *TRIALS[name]])
-
-
-def matched_width(cfg: DictConfig, target: int, channels: int) -> int:
-    """The hidden width whose model has the parameter count nearest `target`."""
-    def size(h: int) -> int:
-        cfg.model.hidden_dim = h
-        return count_params(build_model(cfg, channels=channels))
-
-    return min(range(1, 4 * cfg.model.hidden_dim + 1), key=lambda h: abs(size(h) - target))
 
 
 def batch_dependence(model: GON, coords: torch.Tensor, images: torch.Tensor) -> float:
@@ -82,8 +75,14 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
                for n in TRIALS for s in seeds}
     channels = 3 if dataset == "cifar10" else 1
     gon_params = count_params(build_model(configs["gon", seeds[0]], channels=channels))
-    width = matched_width(copy.deepcopy(configs["modulated_matched", seeds[0]]), gon_params,
-                          channels)
+    cfg = copy.deepcopy(configs["modulated_matched", seeds[0]])
+    widest = 4 * cfg.model.hidden_dim
+
+    def params(h: int) -> int:  # the modulated model's parameters at hidden width h
+        cfg.model.hidden_dim = h
+        return count_params(build_model(cfg, channels=channels))
+
+    width, _ = match_width(params, gon_params, widest)
     for s in seeds:
         configs["modulated_matched", s].model.hidden_dim = width
     results: dict[str, dict[int, dict]] = {n: {} for n in TRIALS}
@@ -121,7 +120,8 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
 
 
 def log_wandb(claims: dict[str, Any], out_dir: Path, project: str) -> None:
-    """An offline W&B run (job_type=claims) holding the table, under out_dir."""
+    """A W&B run (job_type=claims) holding the table, under out_dir: offline unless WANDB_MODE
+    says otherwise, started by gon.app.tracking.init_run (offline if online fails)."""
     os.environ.setdefault("WANDB_MODE", "offline")
     import wandb
 
@@ -133,8 +133,8 @@ def log_wandb(claims: dict[str, Any], out_dir: Path, project: str) -> None:
         table.add_data(e["id"], e["claim"], e["budget"], e["contender"], e["baseline"],
                        e["measure"], e["mean"], lo, hi, e["n"], e["verdict"], e["anchor"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    with wandb.init(project=project, dir=str(out_dir), job_type="claims", name="claims",
-                    group=f"claims-{claims['setup']['dataset']}", config=claims["setup"],
-                    reinit="finish_previous") as run:
+    with init_run(project=project, dir=str(out_dir), job_type="claims", name="claims",
+                  group=f"claims-{claims['setup']['dataset']}", config=claims["setup"],
+                  reinit="finish_previous") as run:
         run.log({"claims": table})
         run.summary.update({e["id"]: e["verdict"] for e in claims["entries"]})

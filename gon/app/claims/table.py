@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scipy import stats
+from gon.app.stats import ci95
 
 CLAIMS_FILE = "claims.json"
-LEVEL = 0.95
 BATCH_TOL = 1e-4  # float32 rounding of a latent is ~1e-7 relative; a batch effect is ~1
 BUDGETS = ("steps", "time")
 VERDICTS = ("holds", "does_not_hold", "inconclusive")
@@ -88,16 +87,6 @@ COMPARISONS: list[tuple[str, str, str, str, str, str, str]] = [
 ]
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
-    """The two-sided Student-t interval of the mean of ``values``; (nan, nan) below 2 values."""
-    n = len(values)
-    if n < 2:
-        return math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
-    mean = statistics.fmean(values)
-    return float(mean - half), float(mean + half)
-
-
 def verdict(lo: float, hi: float, null: float) -> str:
     """holds if the interval lies above `null` (the claimed side), does_not_hold if below."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -121,13 +110,13 @@ def compare(measure: str, contender: list[dict], baseline: list[dict]) -> dict[s
     if measure in ("mse_ratio", "nelbo_ratio"):
         key = measure.removesuffix("_ratio")
         values = [b[key] / c[key] for c, b in zip(contender, baseline, strict=True)]
-        lo, hi = t_interval([math.log(v) for v in values])
+        lo, hi = ci95([math.log(v) for v in values])
         mean = math.exp(statistics.fmean(math.log(v) for v in values))  # geometric mean
         return {"values": values, "mean": mean, "ci95": [math.exp(lo), math.exp(hi)],
                 "verdict": verdict(lo, hi, 0.0)}
     if measure == "gain_db":
         values = [c["psnr"] - b["psnr"] for c, b in zip(contender, baseline, strict=True)]
-        lo, hi = t_interval(values)
+        lo, hi = ci95(values)
         return {"values": values, "mean": statistics.fmean(values), "ci95": [lo, hi],
                 "verdict": verdict(lo, hi, 0.0)}
     raise ValueError(f"unknown measure {measure!r}; choose mse_ratio, nelbo_ratio, gain_db, "

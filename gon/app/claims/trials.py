@@ -13,22 +13,19 @@ stops while it evaluates), and scores the test set when it passes each budget.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from gon import GON, TrainStep, make_grid
-from gon.app.build import build_model, build_optimizer, count_params
+from gon import GON, make_grid
+from gon.app.build import count_params
 from gon.app.config import validate_config
-from gon.app.metrics import likelihood_metrics
-from gon.app.train.job import epoch_permutation
-from gon.core.variational import GaussianPosterior
+from gon.app.metrics import likelihood_metrics, psnr
+from gon.app.train.loop import build_training, seed_all, train_steps
 
 NELBO_SAMPLES = 16  # Monte Carlo samples of the reconstruction term per test image
 
@@ -48,12 +45,11 @@ def score(model: GON, coords: torch.Tensor, test: torch.Tensor, train_batch: int
         z = model.encode(coords, test, batch_size=256, train_batch=train_batch)
         recon = torch.cat([model.render(c, tuple(test.shape[1:3])) for c in z.split(256)])
         likelihood = likelihood_metrics(model, coords, test, NELBO_SAMPLES, 256, train_batch) \
-            if isinstance(model, GaussianPosterior) else {}
+            if model.has_elbo else {}
     finally:
         model.train(was_training)
-    per_image = (recon.clamp(0, 1) - test).square().flatten(1).mean(1)  # (N,)
-    psnr = (10 * torch.log10(1 / per_image.clamp_min(1e-12))).mean().item()
-    out = {"mse": F.mse_loss(recon.clamp(0, 1), test).item(), "psnr": psnr}
+    recon = recon.clamp(0, 1)
+    out = {"mse": F.mse_loss(recon, test).item(), "psnr": psnr(recon, test)}
     return out | ({"nelbo": likelihood["nelbo"]} if likelihood else {})
 
 
@@ -70,32 +66,20 @@ def run_trial(
     given). Both record the step, the training seconds so far and the test mse/psnr.
     ``probe(model, coords)``, if given, measures the trained model at the end (merged in)."""
     validate_config(cfg)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_all(cfg.seed)
     n, h, w, c = train.shape
     coords = make_grid(h, w, device=train.device, dtype=train.dtype)
-    model = build_model(cfg, channels=c, image_size=(h, w)).to(train.device)
-    t = cfg.train
-    opt = build_optimizer(cfg, model)
-    step_fn = TrainStep(model, coords, path=t.step_path)
-    b = t.batch_size
-    per_epoch = n // b
+    model, opt, step_fn = build_training(cfg, coords, channels=c, image_size=(h, w),
+                                         compile=False)
+    b = cfg.train.batch_size
     out: dict[str, Any] = {"params": count_params(model), "path": step_fn.path}
-    step, clock, perm = 0, 0.0, None
+    step, clock = 0, 0.0
+    trained = train_steps(model, opt, step_fn, train, b, cfg.seed)
     while step < steps or (seconds is not None and clock < seconds):
-        if step % per_epoch == 0:
-            perm = epoch_permutation(n, cfg.seed, step // per_epoch).to(train.device)
-        j = step % per_epoch
-        batch = train[perm[j * b : (j + 1) * b]]
-        if isinstance(model, GaussianPosterior):
-            model.set_step(step + 1)  # the KL weight of this step (a warm-up, if any)
         tic = CLOCK()
-        losses = step_fn(batch)
-        opt.step()
+        step, losses = next(trained)
         loss = losses["loss_outer"].item()  # a sync, so that the clock holds the step's work
         clock += CLOCK() - tic
-        step += 1
         if not math.isfinite(loss):
             raise RuntimeError(f"trial diverged at step {step} (loss {loss})")
         for key, reached in (("at_steps", step >= steps),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gon.app.reliability.faults import one_line
 from gon.app.reliability.lifecycle import file_lock
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def _read_torchvision(name: str, raw_root: Path) -> Arrays:
         try:  # torchvision's own download
             cls(str(raw_root), download=True)
         except Exception as exc:  # URLError, RuntimeError, OSError, ...: all mean "no files"
-            reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # one line
+            reason = one_line(exc) or type(exc).__name__  # one line
             raise DatasetError(
                 f"{name}: raw files not found under {raw_root} and the download failed "
                 f"({reason}).\nExpected {expected}.\nTo work offline, copy them there (e.g. from "

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gon.app.stats import Effects
+from gon.app.factorial import Effects
 
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLE_PAGE = ROOT / ".dvc" / "plots_offline.html"  # Vega, Vega-Lite and vega-embed, inlined

@@ -11,7 +11,7 @@ Usage:
                                                      # headline.json; comp.effects = eff
     print(answer(comp, eff))               # the printed effects table and the ranking's top
 
-The model, its coding and the reference levels are gon.app.stats.effects' (docs/statistics.md,
+The model, its coding and the reference levels are gon.app.factorial.effects' (docs/statistics.md,
 "Effects"): one OLS fit per metric over the per-run values, the references being conf/'s
 defaults (none, siren, bce, sum, gradient_origin), so an effect reads "switching from the
 default to this level changes the metric by ..".
@@ -27,7 +27,8 @@ from typing import Any
 
 from gon.app.config import default_choices
 from gon.app.evaluate.compare import CURVE_METRIC, Comparison, metric_names
-from gon.app.stats import Effects, effects, indistinguishable, ranking_table
+from gon.app.factorial import Effects, effects
+from gon.app.stats import indistinguishable, ranking_table
 from gon.app.variants import VARIANT_AXES as FACTORS
 from gon.app.variants import Variant, variant_choices
 

@@ -28,11 +28,12 @@ from gon.app.evaluate.tables import (
     slug,
     variants_table,
 )
+from gon.app.metrics import RECON_LAYOUT
 from gon.app.stats import ALPHA, LEVEL
 
 GRIDS = ("recon", "samples", "slerp", "superres")  # each variant's figures
 STRIP = ("originals", "strip")  # the cross-variant strip: test images, their reconstructions
-CAPTIONS = {"recon": "test images | reconstructions",
+CAPTIONS = {"recon": f"test images and reconstructions ({RECON_LAYOUT})",
             "samples": "samples (variational: the prior N(0, I); else a Gaussian fit)",
             "slerp": "slerp between test images", "superres": "original, native, 4x render",
             "originals": "the first test images (originals)",

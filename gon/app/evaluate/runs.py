@@ -17,10 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 from gon import GON, make_grid, slerp
 from gon.app.build import build_model
 from gon.app.data.datasets import binarize, load_splits
-from gon.app.metrics import image_grid, image_metrics, likelihood_metrics, render, sample_codes
+from gon.app.metrics import (
+    image_grid,
+    image_metrics,
+    likelihood_metrics,
+    recon_grid,
+    render,
+    sample_codes,
+)
 from gon.app.reliability.checkpoint import load_checkpoint
 from gon.app.variants import Variant, run_name, variant_name
-from gon.core.variational import GaussianPosterior
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +75,6 @@ def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torc
     the first `rows` test images ("originals", the same for every variant of a sweep) and this
     variant's reconstructions of them ("strip")."""
     size, n = tuple(test.shape[1:3]), min(rows, len(test))
-    k = min(rows // 2 * rows, len(test))  # originals and reconstructions alternate in a row
-    pairs = torch.stack([test[:k], recon[:k]], 1).flatten(0, 1)
     z_samples = sample_codes(model, z_train, rows * rows).to(z_test.dtype)
     # slerp: a line per pair (image i -> image i + n): original, `rows` renders, original
     a, b = z_test[:n], z_test[n : 2 * n]
@@ -83,7 +87,7 @@ def make_grids(model: GON, test: torch.Tensor, recon: torch.Tensor, z_test: torc
     sr = torch.cat([upscale(test[:n], SUPER_RES), upscale(recon[:n], SUPER_RES),
                     model.render(z_test[:n], hi)])
     return {
-        "recon": image_grid(pairs, rows),
+        "recon": recon_grid(test, recon, rows),
         "samples": image_grid(render(model, z_samples, size), rows),
         "slerp": image_grid(slerp_rows, rows + 2),
         "superres": image_grid(sr, n),
@@ -130,7 +134,7 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     z_train = encode(model, coords, train[:probe_images], batch)
     recon = render(model, z_test, tuple(test.shape[1:3]))
     metrics = {k.removeprefix("val/"): v for k, v in image_metrics(recon, test).items()}
-    if isinstance(model, GaussianPosterior):  # nats per image, bits per dim, the IW bound
+    if model.has_elbo:  # nats per image, bits per dim, the IW bound
         metrics |= likelihood_metrics(model, coords, test, iw_samples, CHUNK, batch)
     if y_test is not None and y_train is not None:
         metrics["probe_acc"] = linear_probe(z_train, y_train[:probe_images], z_test, y_test)

@@ -10,8 +10,8 @@ import html
 import re
 
 from gon.app.evaluate.compare import METRICS, Comparison, reversals
+from gon.app.factorial import Effects
 from gon.app.metrics import LIKELIHOOD
-from gon.app.stats import Effects
 
 
 def slug(name: str) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gon.app.reliability.faults import one_line
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be read."""
@@ -69,7 +71,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
             f"cannot read checkpoint {path} (not a checkpoint file, or damaged); delete it to "
             "start over, or pick another hydra.run.dir") from None
     except Exception as e:
-        msg = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        msg = one_line(f"{type(e).__name__}: {e}")
         raise CheckpointError(
             f"cannot read checkpoint {path} ({msg}); delete it to start over, or pick another"
             " hydra.run.dir"

@@ -36,7 +36,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (SLURM's cancel or time limit, `kill`, a dying `dvc repro`), handled as Ctrl-C."""
 
 
-def one_line(text: str, limit: int = 600) -> str:
+def one_line(text: object, limit: int = 600) -> str:
+    """`text` (an exception, a message) on one line, whitespace runs as one space, cut at
+    `limit` characters: the project's one way to put an error in a log line or a record."""
     return " ".join(str(text).split())[:limit]
 
 

@@ -22,8 +22,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from gon.app.config import default_choices
+from gon.app.factorial import effects
 from gon.app.metrics import HIGHER_IS_BETTER
-from gon.app.stats import effects, ranking, ranking_table
+from gon.app.stats import ranking, ranking_table
 from gon.app.variants import SEED, VARIANT_AXES, variant_choices, variant_name
 
 log = logging.getLogger(__name__)

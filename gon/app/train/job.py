@@ -16,20 +16,17 @@ import itertools
 import json
 import logging
 import math
-import random
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gon import TrainStep, make_grid
-from gon.app.build import build_model, build_optimizer, load_images
+from gon import make_grid
+from gon.app.build import count_params, load_images
 from gon.app.config import ConfigError, resolve_device, validate_config
 from gon.app.data.datasets import DatasetError, binarize
 from gon.app.metrics import evaluate, is_better, save_png
@@ -41,15 +38,13 @@ from gon.app.reliability.checkpoint import (
     save_json,
     set_rng_state,
 )
-from gon.app.reliability.faults import Fault
+from gon.app.reliability.faults import Fault, one_line
 from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
+from gon.app.train.loop import build_training, seed_all, train_steps
 from gon.app.variants import RUN_AXES, variant_tags
-from gon.core.variational import GaussianPosterior
 
 log = logging.getLogger(__name__)
-
-
 
 
 # a checkpoint resumes only a run with the same values here (other keys may change between calls)
@@ -80,12 +75,6 @@ def _multirun_job() -> int | None:
     return None
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of the training images in `epoch`: a function of (seed, epoch) alone, so a
-    resumed run draws exactly the batches of an uninterrupted one."""
-    return torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
-
-
 def _changed_keys(old: dict, new: dict) -> list[str]:
     old_c, new_c = OmegaConf.create(old), OmegaConf.create(new)
     return [
@@ -104,7 +93,7 @@ def _finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> floa
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
         log.warning("%s is unreadable (%s); recomputing it from the checkpoint", metrics_path,
-                    " ".join(str(e).split())[:200])
+                    one_line(e))
         return None
     step, metric = ckpt["step"], cfg.optimized_metric
     if done.get("step") == step >= cfg.train.max_steps and metric in done:
@@ -134,9 +123,7 @@ class _Job:
     def __init__(self, cfg: DictConfig, ckpt: dict | None) -> None:
         self.cfg, self.t, self.metric = cfg, cfg.train, cfg.optimized_metric
         self.run_dir = Path(cfg.paths.output_dir)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        seed_all(cfg.seed)
         self.device = device = resolve_device(cfg.device, _multirun_job())
         torch.set_float32_matmul_precision(self.t.matmul_precision)
         if device.type == "cuda":
@@ -150,14 +137,12 @@ class _Job:
         if self.dynamic:  # the sampling fit sees binary images too (one fixed draw)
             self.fit = binarize(self.fit, "train")
         self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
-        self.model = build_model(cfg, channels=c, image_size=(h, w)).to(device)
-        self.optimizer = build_optimizer(cfg, self.model)
+        self.model, self.optimizer, self.train_step = build_training(
+            cfg, self.coords, channels=c, image_size=(h, w), state=ckpt)
         self.step, self.best, self.last_train = 0, None, {}
         self.history: list[dict[str, float]] = []  # step + train losses, for the curves
         self.val_curve: list[dict[str, float]] = []  # step + val/* at the curve points
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
             self.step, self.best, self.last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
             self.history, self.val_curve = ckpt.get("history", []), ckpt.get("val_curve", [])
             # a run extended to more steps keeps only the points of its new curve (a resumed
@@ -165,26 +150,10 @@ class _Job:
             self.val_curve = [r for r in self.val_curve if r["step"] in self.curve_steps()]
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
-        try:  # a path that does not fit the model (affine with dropout, compiled autograd)
-            self.train_step = TrainStep(self.model, self.coords, self.t.compile, self.t.step_path,
-                                        self.t.compile_mode)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
         variant = " ".join(variant_tags(cfg))
         log.info("training %s (%d images %dx%dx%d, %d held out for validation) on %s, %d params",
                  variant, n, h, w, c, len(val), device,
-                 sum(p.numel() for p in self.model.parameters()))
-
-    def batches(self) -> Iterator[torch.Tensor]:
-        """The batches of steps self.step+1, ...; an epoch's last partial batch is dropped."""
-        n, b = len(self.images), self.t.batch_size
-        epoch, perm = -1, None
-        for i in itertools.count(self.step):
-            if i // (n // b) != epoch:
-                epoch = i // (n // b)
-                perm = epoch_permutation(n, self.cfg.seed, epoch).to(self.device)
-            j = i % (n // b)
-            yield self.images[perm[j * b : (j + 1) * b]]
+                 count_params(self.model))
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """The batch as trained on: with dataset.binarize=dynamic a fresh Bernoulli draw of its
@@ -235,14 +204,10 @@ class _Job:
         pending: list[torch.Tensor] = []  # loss_inner, loss_outer of each step, read per interval
         curve = self.curve_steps()
         tic, tic_step = time.perf_counter(), self.step
-        for batch in self.batches():
-            if self.step >= t.max_steps:
-                break
-            self.step = step = self.step + 1
-            if isinstance(self.model, GaussianPosterior):
-                self.model.set_step(step)  # the KL weight of this step (the warm-up)
-            losses = self.train_step(self.pixels(batch))  # writes p.grad
-            self.optimizer.step()
+        steps = train_steps(self.model, self.optimizer, self.train_step, self.images,
+                            t.batch_size, self.cfg.seed, self.step, self.pixels)
+        for step, losses in itertools.islice(steps, max(0, t.max_steps - self.step)):
+            self.step = step
             pending += [losses["loss_inner"], losses["loss_outer"]]  # no kernel launch per step
             bar.update(1)
             end = step == t.max_steps

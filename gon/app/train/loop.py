@@ -1,0 +1,90 @@
+"""The one training loop: seeding, the batch order, and the steps, shared by the training job
+(gon.app.train.job) and the budgeted trials (gon.app.claims.trials, benchmarks/quality.py).
+
+Usage:
+    seed_all(cfg.seed)
+    model, optimizer, step_fn = build_training(cfg, coords, channels=c, image_size=(h, w))
+    for step, losses in train_steps(model, optimizer, step_fn, images, cfg.train.batch_size,
+                                    cfg.seed, start=0):
+        ...  # the caller logs, evaluates, checkpoints and decides when to stop (break)
+
+Each step of number s (1, 2, ...): the model's KL weight for s (set_step), one TrainStep on the
+batch of step s, one optimizer step. The batches of an epoch are a function of (seed, epoch)
+alone, so a resumed run draws exactly the batches of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from gon import GON, TrainStep
+from gon.app.build import build_model, build_optimizer
+from gon.app.config import ConfigError
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training images in `epoch`: a function of (seed, epoch) alone, so a
+    resumed run draws exactly the batches of an uninterrupted one."""
+    return torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
+
+
+def batches(images: torch.Tensor, batch_size: int, seed: int,
+            start: int = 0) -> Iterator[torch.Tensor]:
+    """The batches (B, H, W, C) of steps start+1, start+2, ...; an epoch's last partial batch
+    is dropped."""
+    n, b = len(images), batch_size
+    per_epoch = n // b
+    epoch, perm = -1, None
+    for i in itertools.count(start):
+        if i // per_epoch != epoch:
+            epoch = i // per_epoch
+            perm = epoch_permutation(n, seed, epoch).to(images.device)
+        j = i % per_epoch
+        yield images[perm[j * b : (j + 1) * b]]
+
+
+def build_training(cfg: DictConfig, coords: torch.Tensor, channels: int,
+                   image_size: tuple[int, int], compile: bool | None = None,
+                   state: dict | None = None) -> tuple[GON, torch.optim.Adam, TrainStep]:
+    """cfg's model (on coords' device), its optimizer and its TrainStep (train.step_path;
+    compiled per train.compile unless `compile` says otherwise); `state` (a checkpoint's
+    "model" and "optimizer") is loaded into them."""
+    t = cfg.train
+    model = build_model(cfg, channels=channels, image_size=image_size).to(coords.device)
+    optimizer = build_optimizer(cfg, model)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    try:  # a path that does not fit the model (affine with dropout, compiled autograd)
+        step_fn = TrainStep(model, coords, t.compile if compile is None else compile,
+                            t.step_path, t.compile_mode if compile is None else "default")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return model, optimizer, step_fn
+
+
+def train_steps(model: GON, optimizer: torch.optim.Optimizer, step_fn: TrainStep,
+                images: torch.Tensor, batch_size: int, seed: int, start: int = 0,
+                pixels: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Train step start+1, start+2, ... for as long as the caller iterates; yields (step,
+    losses) after each optimizer step (the losses as tensors: reading them syncs a device).
+    `pixels(batch)` turns a batch into what is trained on (a binarisation draw)."""
+    for step, batch in enumerate(batches(images, batch_size, seed, start), start + 1):
+        model.set_step(step)  # e.g. the KL weight of this step (a warm-up); a no-op for most
+        losses = step_fn(batch if pixels is None else pixels(batch))  # writes p.grad
+        optimizer.step()
+        yield step, losses

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
@@ -20,6 +21,11 @@ from gon.app.reliability.lifecycle import bind_to_sweeper
 from gon.app.train.job import EXPECTED, DivergenceError, _multirun_job, train
 
 log = logging.getLogger(__name__)
+# Hydra 1.4 warns on every run that it instantiated conf/hydra/default.yaml's callback, our own
+# code, without an execution whitelist (a whitelist passed to hydra.main would also have to
+# list every logging handler and sampler target): that one warning is not shown
+warnings.filterwarnings("ignore", category=UserWarning, message=r"hydra\.utils\.instantiate\(\) "
+                        r"resolved _target_='gon\.app\.train\.callbacks\.MultirunAnswer'")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config")

@@ -7,14 +7,8 @@ Usage:
                  #   "estimate": -0.61, "ci95_low": .., "ci95_high": .., "p": .., "n": .., ..}]
     print(fit.table("test psnr"))
 
-The rule, written once (docs/statistics.md, "Effects of the axes"): OLS of the metric on the
-factors that vary, each sum-coded, and all their two-way interactions, over one row per run. A
-main effect is the difference of two levels' marginal means (the model's cell means averaged
-equally over the other factors' levels), an interaction the difference of differences; each a
-contrast of the coefficients with its t interval and p-value on the residual df (higher-order
-interactions pool into the residual). A term that would make the design rank-deficient (a
-confounded factor, a pair of levels never run together) or leave no residual df is dropped and
-listed.
+The rule is EFFECTS_RULE below, told once (the page prints it; docs/statistics.md, "Effects of
+the axes", says why this model).
 """
 
 from __future__ import annotations
@@ -26,6 +20,15 @@ from itertools import combinations, product
 from typing import Any
 
 from gon.app.stats import LEVEL, decimals, fmt_num, fmt_p, fmt_span, text_table
+
+EFFECTS_RULE = ("Effects: OLS of the metric on the factors that vary, each sum-coded, and all "
+                "their two-way interactions, over one row per run. A main effect is the "
+                "difference of two levels' marginal means (the model's cell means averaged "
+                "equally over the other factors' levels), an interaction the difference of "
+                f"differences; each with its two-sided {LEVEL:.0%} t interval and p-value on the "
+                "residual df (higher-order interactions pool into the residual). A term that "
+                "would make the design rank-deficient (a confounded factor, a pair of levels "
+                "never run together) or leave no residual df is dropped and listed.")
 
 
 @dataclass

@@ -8,15 +8,8 @@ Usage:
     ranking({"a": [20.1, 20.3], "b": [19.0, 19.2], "c": [19.1, 19.3]}, higher=True)
     # -> [Ranked("a", place=1), Ranked("c", place=2, worse=True), Ranked("b", place=3, ..)]
 
-The rule, written once (README "Statistics"):
-- interval: the two-sided 95 % Student t interval over the n seeds,
-  mean +- t(0.975, n-1) sd/sqrt(n), with the sample sd (n-1). n = 1: sd and the interval are None.
-- ranking: variants sorted by mean (best first). Each other variant is compared with the best by
-  a two-sided Welch t-test; the m = V-1 p-values are adjusted by Holm's step-down method
-  (family-wise error 0.05). A variant with adjusted p >= 0.05 cannot be told apart from the best
-  and shares first place with it (tied); one with adjusted p < 0.05 is significantly worse and
-  gets its own position in the order (2, 3, ..), never place 1. A variant with fewer than 2
-  finite values (or a best with fewer than 2) is not tested: it shares first place.
+The rules are INTERVAL_RULE and RANKING_RULE below, told once: the page prints them and
+docs/statistics.md links here.
 """
 
 from __future__ import annotations
@@ -29,6 +22,16 @@ from scipy import stats as st
 
 LEVEL = 0.95  # the interval's coverage
 ALPHA = 0.05  # the family-wise error rate of the tests against the best
+INTERVAL_RULE = (f"Interval: the two-sided {LEVEL:.0%} Student t interval over the n seeds, "
+                 "mean +- t(0.975, n-1) sd/sqrt(n) with the sample sd (n-1); with n = 1, sd and "
+                 "the interval are undefined.")
+RANKING_RULE = ("Ranking: variants sorted by mean, best first. Each other variant is compared "
+                "with the best by a two-sided Welch t-test; the V-1 p-values are adjusted by "
+                f"Holm's step-down method (family-wise error {ALPHA}). Adjusted p >= {ALPHA}: it "
+                "cannot be told apart from the best and shares first place (=1); adjusted "
+                f"p < {ALPHA}: significantly worse, its own place in the order (2, 3, ..), never "
+                "first. A variant (or a best) with fewer than 2 finite values is not tested and "
+                "shares first place.")
 
 
 def interval(values: Sequence[float]) -> dict[str, float | int | None]:

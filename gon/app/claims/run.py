@@ -21,18 +21,14 @@ from omegaconf import DictConfig
 
 from gon import GON
 from gon.app.build import build_model, count_params, load_images, match_width
-from gon.app.claims.table import TRIALS, entries
+from gon.app.claims.table import TRIALS, VERDICT_RULE, entries
 from gon.app.claims.trials import run_trial
 from gon.app.config import compose
-from gon.app.stats import LEVEL
 from gon.app.tracking import init_run
 
 log = logging.getLogger(__name__)
 
 
-RULE = (f"Verdict: the {LEVEL:.0%} t-interval over seeds of the contender's advantage "
-        "(MSE ratio baseline/contender, on the log; or the PSNR gain in dB) lies above 1 / 0 "
-        "-> holds, below -> does_not_hold, else inconclusive.")
 
 
 _DATA: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per worker: the loaded images
@@ -114,7 +110,7 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
     setup = {"dataset": dataset, "steps": steps, "seeds": seeds, "time_budget_s": budget,
              "jobs": jobs, "threads_per_job": 1, "load_avg_1min_at_start": load,
              "wall_s": time.perf_counter() - wall, "cpu_s": cpu,  # cpu_s: of the whole process
-             "overrides": overrides, "modulated_matched_hidden_dim": width, "rule": RULE,
+             "overrides": overrides, "modulated_matched_hidden_dim": width, "rule": VERDICT_RULE,
              "trials": {n: TRIALS[n] for n in TRIALS}}
     return {"setup": setup, "entries": entries(rows, seeds)}
 

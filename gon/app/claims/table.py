@@ -10,12 +10,7 @@ is better):
 - ``gain_db``: test PSNR of the contender - test PSNR of the baseline, in dB;
 - ``batch_dependence``: the largest relative change of a latent between encoding an image
   alone and inside a batch of 64 (the contender's; the baseline's for contrast).
-The verdict rule (``verdict``), the same for every claim: the two-sided 95 % Student-t
-interval of the mean over seeds (of log(ratio) for ratios) excludes the null value (1 for
-ratios, 0 dB for gains) on the claimed side -> ``holds``; on the other side ->
-``does_not_hold``; otherwise (or with fewer than 2 seeds) ``inconclusive``. For
-batch_dependence: the contender's largest dependence <= ``BATCH_TOL`` and the baseline's
-smallest above it -> holds; the contender's above it -> does_not_hold; else inconclusive.
+The verdict rule is VERDICT_RULE below, told once (claims.json records it; docs link here).
 """
 
 from __future__ import annotations
@@ -31,6 +26,13 @@ from gon.app.stats import ci95
 
 CLAIMS_FILE = "claims.json"
 BATCH_TOL = 1e-4  # float32 rounding of a latent is ~1e-7 relative; a batch effect is ~1
+VERDICT_RULE = (
+    "Verdict (the same for every claim): the two-sided 95 % Student-t interval of the mean over "
+    "seeds (of log(ratio) for ratios) excludes the null (ratio 1, gain 0 dB) on the claimed side "
+    "-> holds; on the other side -> does_not_hold; otherwise, or with fewer than 2 seeds -> "
+    f"inconclusive. Batch dependence: the contender's largest <= {BATCH_TOL:g} and the "
+    "baseline's smallest above it -> holds; the contender's above it -> does_not_hold; else "
+    "inconclusive.")
 BUDGETS = ("steps", "time")
 VERDICTS = ("holds", "does_not_hold", "inconclusive")
 KS = (2, 3, 5)  # claim e: k latent steps against one

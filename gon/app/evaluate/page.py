@@ -28,8 +28,9 @@ from gon.app.evaluate.tables import (
     slug,
     variants_table,
 )
+from gon.app.factorial import EFFECTS_RULE
 from gon.app.metrics import RECON_LAYOUT
-from gon.app.stats import ALPHA, LEVEL
+from gon.app.stats import INTERVAL_RULE, RANKING_RULE
 
 GRIDS = ("recon", "samples", "slerp", "superres")  # each variant's figures
 STRIP = ("originals", "strip")  # the cross-variant strip: test images, their reconstructions
@@ -38,15 +39,7 @@ CAPTIONS = {"recon": f"test images and reconstructions ({RECON_LAYOUT})",
             "slerp": "slerp between test images", "superres": "original, native, 4x render",
             "originals": "the first test images (originals)",
             "strip": "reconstructions of the first test images"}
-RULE = (f"Intervals: two-sided {LEVEL:.0%} Student t over the seeds (mean &plusmn; "
-        "t<sub>0.975,n-1</sub>&middot;sd/&radic;n). Ranking: by mean; each variant is compared "
-        "with the best by a two-sided Welch t-test, the p-values adjusted by Holm's method over "
-        f"those comparisons; adjusted p &lt; {ALPHA}: significantly worse (its own place), "
-        "otherwise it shares first place (=1). With one seed nothing is tested.")
-EFFECTS_RULE = ("Effects: one OLS fit over the per-run values, each axis that varies sum-coded, "
-                "with all two-way interactions; a main effect is the difference of two levels' "
-                "marginal means (the other axes averaged equally), an interaction the difference "
-                "of differences; 95 % t intervals on the residual df (docs/statistics.md).")
+RULE = esc(f"{INTERVAL_RULE} {RANKING_RULE}")  # told once, in gon.app.stats
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px}"
          "table{border-collapse:collapse;margin:.5em 0}"
          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
@@ -136,7 +129,7 @@ def answer_section(comp: Comparison, eff: Any, specs: dict[str, dict]) -> str:
     ref = ", ".join(f"{f}={r}" for f, r in eff.reference.items())
     specs["forest"] = charts.forest(fit, f"test {m}")
     out.append(f"<h3>Effects on test {esc(m)}</h3><p>Reference levels: {esc(ref)}; {fit.n} "
-               f"runs, residual df {fit.df_resid}. <small>{EFFECTS_RULE}</small></p>"
+               f"runs, residual df {fit.df_resid}. <small>{esc(EFFECTS_RULE)}</small></p>"
                f"{charts.chart_div('forest')}{effects_table(fit.main, 'axis')}"
                f"<h3>Interactions</h3>"
                f"{effects_table(fit.interactions, 'axes') or '<p>None estimated.</p>'}"

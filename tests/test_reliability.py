@@ -40,9 +40,11 @@ from gon.app import tracking
 from gon.app.data.datasets import DatasetError, prepare
 from gon.app.evaluate import cli as ev
 from gon.app.metrics import image_metrics
+from gon.app.reliability import secrets
 from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
 from gon.app.reliability.faults import describe
 from gon.app.reliability.lifecycle import RUN_LOCK, RunDirBusy, hold_run_dir
+from gon.app.sweeps import record as rec
 from gon.app.train.cli import unknown_search
 from gon.app.train.job import train
 
@@ -368,3 +370,33 @@ def test_partial_sweep_is_refused_then_marked_partial_then_retried(
     run([*args, "hydra.sweeper.retry_failed=true"], tmp_path)
     assert _evaluate(sweep_dir, reports, "--no-wandb") == 0
     assert "complete" not in json.loads((reports / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------- secrets (issue 22, item 1)
+@pytest.mark.parametrize("url,masked", [
+    ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+    ("postgresql://u@h/db?password=pw&sslmode=require",
+     "postgresql://u@h/db?password=***&sslmode=require"),
+    ("postgresql+psycopg://u:p%40w@h/db", "postgresql+psycopg://u:***@h/db"),
+    ("journal:///shared/sweep.log", "journal:///shared/sweep.log"),
+    ("sqlite:////tmp/optuna.db", "sqlite:////tmp/optuna.db"),
+    ("postgresql://u:pw@h:notaport/db", secrets.UNPARSED),  # fail closed
+    ("u:pw@h", secrets.UNPARSED),
+])
+def test_mask_url_hides_every_password_and_fails_closed(url: str, masked: str) -> None:
+    assert rec.mask_url(url) == masked
+    if "://" in url:  # a command line's URLs, as W&B and study.json record them
+        assert secrets.mask_argv([f"hydra.sweeper.storage={url}", "--storage", url]) == [
+            f"hydra.sweeper.storage={masked}", "--storage", masked]
+
+
+def test_wandb_records_the_command_line_masked(wandb_offline: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B keeps the program's arguments (wandb-metadata); a storage URL among them is masked."""
+    monkeypatch.setattr(sys, "argv", ["gon-evaluate", "--storage", "postgresql://u:s3cret@h/db"])
+    run_ = tracking.init_run(project="gon-test", mode="offline", dir=str(wandb_offline))
+    run_.finish()
+    assert sys.argv[2] == "postgresql://u:s3cret@h/db"  # restored
+    (log,) = wandb_offline.rglob("run-*.wandb")
+    assert b"postgresql://u:***@h/db" in log.read_bytes()
+    assert b"s3cret" not in log.read_bytes()

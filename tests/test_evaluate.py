@@ -32,6 +32,7 @@ from gon.app.evaluate.page import STRIP
 from gon.app.evaluate.report import GRIDS, log_wandb, summary_columns, write_report
 from gon.app.evaluate.runs import encode, evaluate_sweep, find_runs, variant_name
 from gon.app.metrics import LIKELIHOOD, SAMPLE_SEED, image_grid
+from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gon.app.train.job import train
 
 
@@ -343,3 +344,27 @@ def test_variational_run_reports_its_likelihood(data_dir: Path, tmp_path: Path,
     files = next((reports / "wandb").glob("offline-run-*" + summary["run"]["id"])) / "files"
     table = json.loads((files / summary["history"][0]["variants/path"]).read_text())
     assert "iw_nelbo/mean" in table["columns"]
+
+
+@pytest.mark.parametrize("key,value,says", [
+    ("dataset.name", "${oc.env:GON_PROBE_SECRET}", "holds interpolations (dataset.name)"),
+    ("train.batch_size", 0, "train.batch_size=0"),
+])
+def test_a_crafted_checkpoint_config_is_refused(tiny_sweep: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch, key: str,
+                                                value: object, says: str) -> None:
+    """A checkpoint's config is read as data (issue 22, item 3): an ${oc.env:...} in it would
+    put this machine's environment into metrics.json; an invalid value is refused too. One
+    line, exit 1, no report."""
+    monkeypatch.setenv("GON_PROBE_SECRET", "leaked-value")
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep / "0", sweep / "0")
+    ckpt = load_checkpoint(sweep / "0" / "checkpoint.pt")
+    cfg = OmegaConf.create(ckpt["config"])
+    OmegaConf.update(cfg, key, value)
+    ckpt["config"] = OmegaConf.to_container(cfg)
+    save_checkpoint(sweep / "0" / "checkpoint.pt", ckpt)
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)
+    assert main([str(sweep), str(tmp_path / "r"), "--no-wandb", "--probe-images", "50"]) == 1
+    assert not (tmp_path / "r" / "metrics.json").exists()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gon import GON, make_grid, slerp
 from gon.app.build import build_model
+from gon.app.config import ConfigError, stored_config
 from gon.app.data.datasets import binarize, load_splits
 from gon.app.metrics import (
     image_grid,
@@ -25,7 +26,7 @@ from gon.app.metrics import (
     render,
     sample_codes,
 )
-from gon.app.reliability.checkpoint import load_checkpoint
+from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
 from gon.app.variants import Variant, run_name, variant_name
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,10 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     if ckpt is None or "config" not in ckpt:
         raise FileNotFoundError(f"{run_dir}: no checkpoint.pt with a config")
-    cfg = OmegaConf.create(ckpt["config"])
+    try:
+        cfg = stored_config(ckpt["config"], f"{run_dir / 'checkpoint.pt'}")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
     torch.manual_seed(cfg.seed)
     (test, y_test), (train, y_train) = load_test_train(cfg, device, cache)
     model = build_model(cfg, channels=test.shape[-1], image_size=test.shape[1:3]).to(device)

@@ -32,6 +32,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from gon.app.config import resolve_device
+from gon.app.data.datasets import DatasetError
 from gon.app.evaluate.effects import answer
 from gon.app.evaluate.report import log_wandb, write_report
 from gon.app.evaluate.runs import evaluate_sweep
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         with threadpool_limits(args.threads or None):
             variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows,
                                       args.iw_samples)
-    except (FileNotFoundError, CheckpointError) as e:
+    except (FileNotFoundError, CheckpointError, DatasetError) as e:
         log.error("%s", e)
         return 1
     partial = completeness.report_fields(status)

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from gon import GON, make_grid, slerp
-from gon.app.build import build_model
+from gon.app.build import build_model, folder_args
 from gon.app.config import ConfigError, stored_config
-from gon.app.data.datasets import binarize, load_splits
+from gon.app.data.datasets import binarize, data_key, load_splits
 from gon.app.metrics import (
     image_grid,
     image_metrics,
@@ -103,10 +103,12 @@ def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[
     training; a dynamic run's probe and sampling fit see that one draw of the train split)."""
     d = cfg.dataset
     mode = d.get("binarize", False)
-    key = (d.name, d.image_size, cfg.paths.data_dir, bool(mode))
+    key = (d.name, d.image_size, d.get("source"), cfg.paths.data_dir, bool(mode))
     if key not in cache:
-        root = Path(cfg.paths.data_dir) / "prepared"
-        splits = load_splits(d.name, ("test", "train"), root, d.image_size, device)
+        root = Path(cfg.paths.data_dir)
+        expect = data_key(d.name, root / "raw", **folder_args(cfg))  # what the run trained on
+        splits = load_splits(d.name, ("test", "train"), root / "prepared", d.image_size, device,
+                             expect=expect)
         if mode:
             splits = [(binarize(x, s), y) for (x, y), s in zip(splits, ("test", "train"),
                                                                strict=True)]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from gon.app.data.sources import SPLIT_SEED, Arrays, DatasetError, folder_files, read_source
+from gon.app.reliability.checkpoint import umasked
 from gon.app.reliability.lifecycle import file_lock
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def _write_artefact(target: Path, arrays: Arrays, meta: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     old = tmp.with_name(f"{tmp.name}.old")
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        tmp.chmod(umasked(0o777))  # mkdtemp makes it 0700
         with open(tmp / "data.npz", "wb") as f:
             np.savez(f, **arrays)
         meta |= {"file": "data.npz", "sha256": _sha256(tmp / "data.npz")}

@@ -368,3 +368,20 @@ def test_a_crafted_checkpoint_config_is_refused(tiny_sweep: Path, tmp_path: Path
         evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)
     assert main([str(sweep), str(tmp_path / "r"), "--no-wandb", "--probe-images", "50"]) == 1
     assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_report_files_are_replaced_not_rewritten(variants: list, tmp_path: Path) -> None:
+    """Each report file is written beside and renamed into place (issue 22): a second report
+    gives every file a new inode, so a reader (or a kill mid-write) never sees half a file."""
+    write_report(variants, tmp_path)
+    names = ("metrics.json", "variants.csv", "val_curves.csv", "index.html")
+    first = {n: (tmp_path / n).stat().st_ino for n in names}
+    keep = [(tmp_path / n).open() for n in names]  # hold the old inodes so none is reused
+    try:
+        write_report(variants, tmp_path)
+        assert {n: (tmp_path / n).stat().st_ino for n in names}.items().isdisjoint(
+            first.items())
+        assert json.loads(keep[0].read())  # the old metrics.json is still whole
+    finally:
+        for f in keep:
+            f.close()

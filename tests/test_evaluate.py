@@ -385,3 +385,19 @@ def test_report_files_are_replaced_not_rewritten(variants: list, tmp_path: Path)
     finally:
         for f in keep:
             f.close()
+
+
+def test_an_unfinished_extension_is_not_scored(tiny_sweep: Path, tmp_path: Path) -> None:
+    """A run extended to more steps and killed midway: its checkpoint is ahead of metrics.json
+    and short of max_steps. gon.evaluate scores only the runs whose two agree at max_steps."""
+    sweep = tmp_path / "sweep"
+    for k in ("0", "1"):
+        shutil.copytree(tiny_sweep / k, sweep / k)
+    ckpt = load_checkpoint(sweep / "1" / "checkpoint.pt")
+    ckpt["config"]["train"]["max_steps"], ckpt["step"] = 20, 16  # as the killed extension left
+    save_checkpoint(sweep / "1" / "checkpoint.pt", ckpt)
+    scored = evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)
+    assert [v.run_dir.name for v in scored] == ["0"]
+    shutil.rmtree(sweep / "0")
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)

@@ -4,6 +4,7 @@ interpolations, super-resolution, a linear probe and likelihoods (gon.app.evalua
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ from gon.app.metrics import (
     sample_codes,
 )
 from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
+from gon.app.train.resume import ASIDE
 from gon.app.variants import Variant, run_name, variant_name
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,25 @@ SUPER_RES = 4  # the super-resolution grid renders at 4x the native size
 CHUNK = 1024  # images encoded at once (the per-chunk cost is mostly one Jacobian)
 
 
+def unfinished(run_dir: Path, ckpt: dict, cfg: DictConfig) -> str | None:
+    """Why the run is not a finished one, or None: its metrics.json and checkpoint must agree
+    on a step that reached train.max_steps (an extension killed midway leaves a newer
+    checkpoint beside the old metrics.json)."""
+    try:
+        step = json.loads((run_dir / "metrics.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError) as e:
+        return f"metrics.json unreadable ({e})"
+    if step != ckpt["step"] or ckpt["step"] < cfg.train.max_steps:
+        return (f"metrics.json is at step {step}, the checkpoint at {ckpt['step']}, of "
+                f"train.max_steps={cfg.train.max_steps}; resume its training to finish it")
+    return None
+
+
 def find_runs(sweep_dir: Path) -> list[Path]:
-    """The run dirs (holding checkpoint.pt and metrics.json) under a sweep dir, in order."""
+    """The run dirs (holding checkpoint.pt and metrics.json) under a sweep dir, in order; not
+    the runs that train.resume=false set aside."""
     runs = [p.parent for p in sweep_dir.rglob("checkpoint.pt")
-            if (p.parent / "metrics.json").exists()]
+            if (p.parent / "metrics.json").exists() and ASIDE not in p.parent.name]
     # numbered trial dirs in numeric order (2 before 10)
     return sorted(runs, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
                                        for s in p.parts])
@@ -119,9 +136,9 @@ def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[
 @torch.no_grad()
 def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: int,
                  cache: dict, drawn: set[str] | None = None,
-                 iw_samples: int = 64) -> Variant:
+                 iw_samples: int = 64) -> Variant | None:
     """Load a trial's checkpoint and score it on the test split; draw its grids unless its
-    variant is in `drawn` (then add it there)."""
+    variant is in `drawn` (then add it there); None for an unfinished run (warned)."""
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     if ckpt is None or "config" not in ckpt:
         raise FileNotFoundError(f"{run_dir}: no checkpoint.pt with a config")
@@ -129,6 +146,9 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
         cfg = stored_config(ckpt["config"], f"{run_dir / 'checkpoint.pt'}")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    if (why := unfinished(run_dir, ckpt, cfg)) is not None:
+        log.warning("%s: not scored: %s", run_dir, why)
+        return None
     torch.manual_seed(cfg.seed)
     (test, y_test), (train, y_train) = load_test_train(cfg, device, cache)
     model = build_model(cfg, channels=test.shape[-1], image_size=test.shape[1:3]).to(device)
@@ -173,6 +193,8 @@ def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 50
     drawn: set[str] = set()
     for run_dir in runs:
         v = evaluate_run(run_dir, device, probe_images, rows, cache, drawn, iw_samples)
+        if v is None:  # unfinished (warned)
+            continue
         if v.seed in seen.setdefault(v.name, set()):
             log.warning("%s: a second run of %s with seed %d (pooled as a replicate)", run_dir,
                         v.name, v.seed)
@@ -181,6 +203,8 @@ def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 50
         log.info("%s (%s): %s%s", run_name(v.config), run_dir, " ".join(
             f"{k}={x:.4g}" for k, x in v.metrics.items()), f"  NON-FINITE: {bad}" if bad else "")
         variants.append(v)
+    if not variants:
+        raise FileNotFoundError(f"no finished runs in {sweep_dir} (see the warnings above)")
     # by name, not by trial number: the numbers a variant gets differ between a sweep that ran
     # through and one that was resumed, and the report's order must not
     return sorted(variants, key=lambda v: (v.name, v.seed))

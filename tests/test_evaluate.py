@@ -374,7 +374,8 @@ def test_report_files_are_replaced_not_rewritten(variants: list, tmp_path: Path)
     """Each report file is written beside and renamed into place (issue 22): a second report
     gives every file a new inode, so a reader (or a kill mid-write) never sees half a file."""
     write_report(variants, tmp_path)
-    names = ("metrics.json", "variants.csv", "val_curves.csv", "index.html")
+    names = ("metrics.json", "variants.csv", "val_curves.csv", "index.html", "runs.csv",
+             "effects.json", "headline.json")
     first = {n: (tmp_path / n).stat().st_ino for n in names}
     keep = [(tmp_path / n).open() for n in names]  # hold the old inodes so none is reused
     try:

@@ -23,8 +23,6 @@ Layout of <reports_dir>:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -42,7 +40,7 @@ from gon.app.evaluate.effects import EFFECT_COLUMNS, effect_table, write_tables
 from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
 from gon.app.evaluate.tables import slug
 from gon.app.metrics import save_png
-from gon.app.reliability.checkpoint import save_json, save_text
+from gon.app.reliability.checkpoint import save_csv, save_json, save_text
 from gon.app.tracking import init_run
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 
@@ -79,11 +77,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str],
     and the page)."""
     if partial:
         columns, rows = [*columns, "complete"], [{**r, "complete": "false"} for r in rows]
-    f = io.StringIO(newline="")
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
-    save_text(path, f.getvalue())
+    save_csv(path, rows, columns)
 
 
 def provenance(runs: list[Variant], study: str | None = None) -> dict[str, str]:

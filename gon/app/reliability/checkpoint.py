@@ -8,7 +8,9 @@ Usage:
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -128,6 +130,15 @@ def save_json(path: str | Path, data: dict[str, Any], **dumps: Any) -> None:
     """Write `data` as indented JSON atomically (`dumps`: more json.dumps options)."""
     text = json.dumps(data, **{"indent": 2, "sort_keys": True, **dumps}) + "\n"
     save_text(path, text)
+
+
+def save_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write `rows` as a CSV of `columns` (None as empty) atomically."""
+    f = io.StringIO(newline="")
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
+    save_text(path, f.getvalue())
 
 
 def save_text(path: str | Path, text: str) -> None:

@@ -114,6 +114,8 @@ def test_claims_cli_writes_the_table(data_dir: Path, tmp_path: Path, wandb_offli
     claims = json.loads((out / "claims.json").read_text())
     assert claims["setup"]["seeds"] == [0, 1] and claims["setup"]["steps"] == 2
     assert claims["setup"]["time_budget_s"] > 0
+    env = claims["setup"]["environment"]  # what "the same values" depends on (issue 22)
+    assert env["versions"]["torch"] == torch.__version__ and env["cpu_capability"]
     for e in claims["entries"]:
         assert e["verdict"] in VERDICTS
         if e["budget"] == "steps":

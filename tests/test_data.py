@@ -23,7 +23,15 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, MNIST
 
 from gon.app.data.cli import main as fetch_main
-from gon.app.data.datasets import DATASETS, DatasetError, load_dataset, prepare
+from gon.app.data.datasets import (
+    DATASETS,
+    DatasetError,
+    data_key,
+    load_dataset,
+    load_prepared,
+    load_splits,
+    prepare,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -272,3 +280,94 @@ def test_cli_subprocess_up_to_date(digits_root: Path) -> None:
     run = [sys.executable, "-m", "pipelines.fetch", "digits", "--out", str(digits_root)]
     done = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "up to date" in done.stderr
+
+
+# ---------------------------------------------------------------- issue 22 (items 4, 5, 8; low)
+def _folder(src: Path, n: int = 10, value: int = 100) -> Path:
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((12, 12), value + i, np.uint8), mode="L").save(src / f"{i}.png")
+    return src
+
+
+def test_image_folder_refuses_another_folders_or_sizes_artefact(tmp_path: Path) -> None:
+    """One prepared slot holds one folder at one size; a reader expecting another (a run
+    trained on folder a, evaluated after folder b was prepared) is refused, not fed b."""
+    a, b, out = _folder(tmp_path / "a", value=10), _folder(tmp_path / "b", value=200), tmp_path
+    train_a = load_prepared("image_folder", tmp_path / "raw", out / "prepared", a, 8)[0][0]
+    prepare("image_folder", out_root=out / "prepared", source=b, size=8)  # another folder
+    with pytest.raises(DatasetError, match="built from .*'source': '.*/b'"):
+        load_splits("image_folder", root=out / "prepared",
+                    expect=data_key("image_folder", tmp_path / "raw", a, 8))
+    prepare("image_folder", out_root=out / "prepared", source=a, size=16)  # another size
+    with pytest.raises(DatasetError, match="'size': 16"):
+        load_splits("image_folder", root=out / "prepared", image_size=8,
+                    expect=data_key("image_folder", tmp_path / "raw", a, 8))
+    again = load_prepared("image_folder", tmp_path / "raw", out / "prepared", a, 8)[0][0]
+    assert torch.equal(train_a, again)  # rebuilt from a at 8 under the lock, then read
+
+
+def test_image_folder_scales_16_bit_grey_and_composites_alpha(tmp_path: Path) -> None:
+    src, out = tmp_path / "photos", tmp_path / "out"
+    src.mkdir()
+    for i in range(9):  # 16-bit grey at about 1/4 of full scale: 16384 -> 64, not 255
+        Image.fromarray(np.full((10, 10), 16384 + i, np.uint16)).save(src / f"{i}.png")
+    (x, _), (xt, _) = load_splits("image_folder", root=prepare(
+        "image_folder", source=src, out_root=out, size=4).parent)
+    assert Image.open(src / "0.png").mode.startswith("I")
+    assert torch.allclose(torch.cat([x, xt]), torch.tensor(64 / 255), atol=1 / 255)
+    # a fully transparent red pixel is white on the page, not red
+    Image.new("RGBA", (10, 10), (255, 0, 0, 0)).save(src / "clear.png")
+    x, _ = load_dataset("image_folder", "train", root=prepare(
+        "image_folder", source=src, out_root=out, size=4).parent)
+    xt, _ = load_dataset("image_folder", "test", root=out)
+    every = torch.cat([x, xt])
+    assert every.shape[-1] == 3 and (every.amax((1, 2, 3)) == 1.0).sum() == 1  # the white one
+
+
+def test_image_folder_refuses_a_symlink_out_of_the_folder(tmp_path: Path) -> None:
+    src = _folder(tmp_path / "photos")
+    outside = tmp_path / "secret.png"
+    Image.new("L", (4, 4)).save(outside)
+    (src / "link.png").symlink_to(outside)
+    with pytest.raises(DatasetError, match="link.png is a link to .*secret.png, outside"):
+        prepare("image_folder", source=src, out_root=tmp_path / "out", size=4)
+
+
+def test_image_folder_holds_one_full_size_image_at_a_time(tmp_path: Path) -> None:
+    """Eight 2000x2000 RGB photos (12 MB each as pixels): preparing them at 16x16 must not
+    hold all of them (the peak RSS grows by less than 3 photos' worth)."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(8):
+        Image.new("RGB", (2000, 2000), (i * 30, 80, 120)).save(src / f"{i}.png")
+    code = ("import resource, sys; from gon.app.data.datasets import prepare; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"prepare('image_folder', source={str(src)!r}, out_root={str(tmp_path / 'o')!r}, "
+            "size=16); print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) "
+            "/ 1024)")
+    grew_mb = float(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                   text=True, check=True).stdout)
+    assert grew_mb < 3 * 12, f"peak RSS grew by {grew_mb:.0f} MB"
+
+
+def test_mnist_with_more_labels_than_images_is_refused(tmp_path: Path) -> None:
+    raw_dir = tmp_path / "raw" / "MNIST" / "raw"
+    _write_mnist(raw_dir, _mnist_images(np.random.default_rng(0)))
+    labels = raw_dir / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(_idx(np.arange(7) % 10)))  # 6 images, 7 labels
+    with pytest.raises(DatasetError, match="6 images but 7 labels"):
+        prepare("mnist", tmp_path / "raw", tmp_path / "out")
+
+
+def test_a_damaged_artefact_names_its_checksum_and_dvc_checkout(tmp_path: Path) -> None:
+    raw_dir = tmp_path / "raw" / "MNIST" / "raw"
+    _write_mnist(raw_dir, _mnist_images(np.random.default_rng(0)))
+    target = prepare("mnist", tmp_path / "raw", tmp_path / "out")
+    shutil.rmtree(raw_dir)  # the raw cache is gone (a DVC checkout elsewhere): no rebuild
+    data = target / "data.npz"
+    data.write_bytes(data.read_bytes()[:-8] + b"\0" * 8)
+    for call in (lambda: load_dataset("mnist", root=tmp_path / "out"),
+                 lambda: prepare("mnist", tmp_path / "raw", tmp_path / "out")):
+        with pytest.raises(DatasetError, match=r"sha256 in its meta.json .*dvc checkout"):
+            call()

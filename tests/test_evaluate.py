@@ -32,6 +32,7 @@ from gon.app.evaluate.page import STRIP
 from gon.app.evaluate.report import GRIDS, log_wandb, summary_columns, write_report
 from gon.app.evaluate.runs import encode, evaluate_sweep, find_runs, variant_name
 from gon.app.metrics import LIKELIHOOD, SAMPLE_SEED, image_grid
+from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gon.app.train.job import train
 
 
@@ -343,3 +344,61 @@ def test_variational_run_reports_its_likelihood(data_dir: Path, tmp_path: Path,
     files = next((reports / "wandb").glob("offline-run-*" + summary["run"]["id"])) / "files"
     table = json.loads((files / summary["history"][0]["variants/path"]).read_text())
     assert "iw_nelbo/mean" in table["columns"]
+
+
+@pytest.mark.parametrize("key,value,says", [
+    ("dataset.name", "${oc.env:GON_PROBE_SECRET}", "holds interpolations (dataset.name)"),
+    ("train.batch_size", 0, "train.batch_size=0"),
+])
+def test_a_crafted_checkpoint_config_is_refused(tiny_sweep: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch, key: str,
+                                                value: object, says: str) -> None:
+    """A checkpoint's config is read as data (issue 22, item 3): an ${oc.env:...} in it would
+    put this machine's environment into metrics.json; an invalid value is refused too. One
+    line, exit 1, no report."""
+    monkeypatch.setenv("GON_PROBE_SECRET", "leaked-value")
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep / "0", sweep / "0")
+    ckpt = load_checkpoint(sweep / "0" / "checkpoint.pt")
+    cfg = OmegaConf.create(ckpt["config"])
+    OmegaConf.update(cfg, key, value)
+    ckpt["config"] = OmegaConf.to_container(cfg)
+    save_checkpoint(sweep / "0" / "checkpoint.pt", ckpt)
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)
+    assert main([str(sweep), str(tmp_path / "r"), "--no-wandb", "--probe-images", "50"]) == 1
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_report_files_are_replaced_not_rewritten(variants: list, tmp_path: Path) -> None:
+    """Each report file is written beside and renamed into place (issue 22): a second report
+    gives every file a new inode, so a reader (or a kill mid-write) never sees half a file."""
+    write_report(variants, tmp_path)
+    names = ("metrics.json", "variants.csv", "val_curves.csv", "index.html", "runs.csv",
+             "effects.json", "headline.json")
+    first = {n: (tmp_path / n).stat().st_ino for n in names}
+    keep = [(tmp_path / n).open() for n in names]  # hold the old inodes so none is reused
+    try:
+        write_report(variants, tmp_path)
+        assert {n: (tmp_path / n).stat().st_ino for n in names}.items().isdisjoint(
+            first.items())
+        assert json.loads(keep[0].read())  # the old metrics.json is still whole
+    finally:
+        for f in keep:
+            f.close()
+
+
+def test_an_unfinished_extension_is_not_scored(tiny_sweep: Path, tmp_path: Path) -> None:
+    """A run extended to more steps and killed midway: its checkpoint is ahead of metrics.json
+    and short of max_steps. gon.evaluate scores only the runs whose two agree at max_steps."""
+    sweep = tmp_path / "sweep"
+    for k in ("0", "1"):
+        shutil.copytree(tiny_sweep / k, sweep / k)
+    ckpt = load_checkpoint(sweep / "1" / "checkpoint.pt")
+    ckpt["config"]["train"]["max_steps"], ckpt["step"] = 20, 16  # as the killed extension left
+    save_checkpoint(sweep / "1" / "checkpoint.pt", ckpt)
+    scored = evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)
+    assert [v.run_dir.name for v in scored] == ["0"]
+    shutil.rmtree(sweep / "0")
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)

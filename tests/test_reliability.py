@@ -40,9 +40,16 @@ from gon.app import tracking
 from gon.app.data.datasets import DatasetError, prepare
 from gon.app.evaluate import cli as ev
 from gon.app.metrics import image_metrics
-from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
+from gon.app.reliability import secrets
+from gon.app.reliability.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    save_json,
+)
 from gon.app.reliability.faults import describe
-from gon.app.reliability.lifecycle import RUN_LOCK, RunDirBusy, hold_run_dir
+from gon.app.reliability.lifecycle import RUN_LOCK, RunDirBusy, file_lock, hold_run_dir
+from gon.app.sweeps import record as rec
 from gon.app.train.cli import unknown_search
 from gon.app.train.job import train
 
@@ -368,3 +375,80 @@ def test_partial_sweep_is_refused_then_marked_partial_then_retried(
     run([*args, "hydra.sweeper.retry_failed=true"], tmp_path)
     assert _evaluate(sweep_dir, reports, "--no-wandb") == 0
     assert "complete" not in json.loads((reports / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------- secrets (issue 22, item 1)
+@pytest.mark.parametrize("url,masked", [
+    ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+    ("postgresql://u@h/db?password=pw&sslmode=require",
+     "postgresql://u@h/db?password=***&sslmode=require"),
+    ("postgresql+psycopg://u:p%40w@h/db", "postgresql+psycopg://u:***@h/db"),
+    ("journal:///shared/sweep.log", "journal:///shared/sweep.log"),
+    ("sqlite:////tmp/optuna.db", "sqlite:////tmp/optuna.db"),
+    ("postgresql://u:pw@h:notaport/db", secrets.UNPARSED),  # fail closed
+    ("u:pw@h", secrets.UNPARSED),
+])
+def test_mask_url_hides_every_password_and_fails_closed(url: str, masked: str) -> None:
+    assert rec.mask_url(url) == masked
+    if "://" in url:  # a command line's URLs, as W&B and study.json record them
+        assert secrets.mask_argv([f"hydra.sweeper.storage={url}", "--storage", url]) == [
+            f"hydra.sweeper.storage={masked}", "--storage", masked]
+
+
+def test_wandb_records_the_command_line_masked(wandb_offline: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B keeps the program's arguments (wandb-metadata); a storage URL among them is masked."""
+    monkeypatch.setattr(sys, "argv", ["gon-evaluate", "--storage", "postgresql://u:s3cret@h/db"])
+    run_ = tracking.init_run(project="gon-test", mode="offline", dir=str(wandb_offline))
+    run_.finish()
+    assert sys.argv[2] == "postgresql://u:s3cret@h/db"  # restored
+    (log,) = wandb_offline.rglob("run-*.wandb")
+    wait_for(lambda: b"postgresql://u:***@h/db" in log.read_bytes(), timeout=60,
+             what="the run's metadata in its log")  # W&B's service writes it on its own time
+    assert b"s3cret" not in log.read_bytes()
+
+
+# ---------------------------------------------------------------- issue 22, low items
+def _state(**extra: object) -> dict:
+    return {"model": {"w": torch.full((256,), 1.5)}, "optimizer": {}, "step": 3, "rng": {},
+            "best": {}, "last_train": {}, "config": {"seed": 0}, **extra}
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused(tmp_path: Path) -> None:
+    """4 flipped bytes in a tensor's data load without error in torch; the checksum sees them."""
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _state())
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((256,), 1.5))
+    raw = bytearray(path.read_bytes())
+    at = raw.find(torch.full((256,), 1.5).numpy().tobytes())  # the tensor's bytes in the file
+    raw[at + 100 : at + 104] = b"\x00\x00\x80\x7f"  # one float becomes +inf
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="does not match its own sha256"):
+        load_checkpoint(path)
+
+
+def test_files_honour_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        save_json(tmp_path / "a.json", {"x": 1})
+        save_checkpoint(tmp_path / "c.pt", _state())
+    finally:
+        os.umask(old)
+    assert {(p.name, p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {
+        ("a.json", 0o600), ("c.pt", 0o600)}
+
+
+def test_the_run_dir_lock_does_not_follow_a_symlink(tmp_path: Path) -> None:
+    """A lock file planted as a link (in a shared sweep dir) must not make gon create or
+    truncate the file it points to."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RUN_LOCK).symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"), hold_run_dir(run_dir):
+        pass
+    assert victim.read_text() == "keep me"
+    with pytest.raises(OSError, match="symbolic link"), file_lock(run_dir / RUN_LOCK):
+        pass
+    assert victim.read_text() == "keep me"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import ROOT, free_port, start, train_cli, wait_for
+from helpers import ROOT, free_port, run, start, train_cli, wait_for
 from optuna.trial import TrialState
 
 from gon.app.sweeps import checks as chk
@@ -119,6 +119,43 @@ def test_two_sweepers_on_postgresql_one_killed(tmp_path: Path, data_dir: Path,
     record = (sweep_dir / rec.RECORD).read_text()
     assert "s3cret" not in record and "postgresql://postgres:***@127.0.0.1" in record
     assert study.user_attrs[chk.N_TRIALS] == 16
+
+
+def _files_holding(root: Path, secret: str) -> list[str]:
+    """`grep -r secret root`, binary files (W&B's .wandb logs, pickles) included."""
+    return [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("form", ["env", "literal"])
+def test_no_storage_password_on_disk(tmp_path: Path, data_dir: Path, postgres_url: str,
+                                     form: str) -> None:
+    """The recipe of docs/experiments.md (Storage): the URL in $GON_STORAGE_URL, the sweep
+    given 'hydra.sweeper.storage=${oc.env:GON_STORAGE_URL}', gon.evaluate and gon.sweep reading
+    the variable (with the password in PGPASSWORD instead, psycopg's own). A sweep with W&B,
+    its evaluation and summary leave the password in no file (.hydra, study.json, W&B runs, the
+    report). A password typed on the command line gets a warning and is masked in all of them."""
+    password = "s3cret"
+    assert f":{password}@" in postgres_url
+    sweep_dir, reports = tmp_path / "sweep", tmp_path / "reports"
+    env = {"GON_STORAGE_URL": postgres_url} if form == "env" else {}
+    storage = ("${oc.env:GON_STORAGE_URL}" if form == "env" else postgres_url)
+    args = _sweep_args(data_dir, sweep_dir, "encoding=none", "loss=bce", "block=siren",
+                       "train.max_steps=4", "train.eval_every=4", "logger=wandb",
+                       f"hydra.sweeper.storage={storage}")
+    out = run(args, tmp_path, **env)
+    assert ("holds a password in plain text" in out) == (form == "literal"), out[-3000:]
+    evaluate = [sys.executable, "-m", "gon.evaluate", str(sweep_dir), str(reports),
+                "--probe-images", "50"]
+    out = run(evaluate + ([] if form == "env" else ["--storage", postgres_url]), tmp_path, **env)
+    assert "best variant" in out
+    no_password = postgres_url.replace(f":{password}@", "@")  # libpq reads PGPASSWORD
+    out = run([sys.executable, "-m", "gon.sweep", str(sweep_dir)], tmp_path,
+              GON_STORAGE_URL=no_password, PGPASSWORD=password)
+    assert "2/2" in out or "2 complete" in out, out[-2000:]
+    assert len(list(tmp_path.rglob("run-*.wandb"))) >= 4  # 2 trials, 2 eval runs, a summary
+    assert _files_holding(tmp_path, password) == []
 
 
 @pytest.mark.slow

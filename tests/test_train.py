@@ -305,3 +305,32 @@ def test_cli_sigkill_then_resume_is_bit_identical(tmp_path: Path, data_dir: Path
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "resuming" in out, out
     assert _metrics(killed) == _metrics(whole)
+
+
+# ---------------------------------------------------------------- issue 22, items 6 and 7
+@pytest.mark.parametrize("change", ["train.weight_decay=0.1", "train.step_size_lr=0.5",
+                                    "eval.num_images=16", "dataset.binarize=fixed"])
+def test_resume_refuses_any_change_but_the_budget(tiny_cfg, change: str) -> None:
+    """Only train.max_steps (and where and how the job runs) may change on a resume: the
+    checkpoint would otherwise claim values its run never had."""
+    train(tiny_cfg("train.max_steps=4"))
+    with pytest.raises(ConfigError, match=re.escape(change.split("=")[0] + ":")):
+        train(tiny_cfg("train.max_steps=6", change))
+    assert train(tiny_cfg("train.max_steps=6", "train.log_every=3")) > 0  # the budget may grow
+
+
+def test_a_changed_objective_starts_its_own_best(tiny_cfg, tmp_path: Path) -> None:
+    train(tiny_cfg("train.max_steps=4", "train.eval_every=2"))  # optimized_metric=val/psnr
+    train(tiny_cfg("train.max_steps=6", "train.eval_every=2", "optimized_metric=val/ssim"))
+    m = _metrics(tmp_path / "run")
+    assert m["val/ssim_best"] <= 1.0 and m["val/ssim_best"] >= m["val/ssim"]  # no PSNR in it
+
+
+def test_resume_false_sets_the_old_run_aside(tiny_cfg, tmp_path: Path) -> None:
+    """train.resume=false (the refusal's advice) keeps the finished run, beside the new one."""
+    first = train(tiny_cfg())
+    old = _metrics(tmp_path / "run")
+    second = train(tiny_cfg("model.hidden_dim=32", "train.resume=false"))
+    (aside,) = tmp_path.glob("run.old-*")
+    assert _metrics(aside) == old and (aside / "checkpoint.pt").exists()
+    assert _metrics(tmp_path / "run")["objective"] == second != first

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -29,7 +30,7 @@ from gon import (
     VariationalGON,
 )
 from gon.app.config import FINAL_ACTIVATIONS, ConfigError
-from gon.app.data.datasets import binarize, load_splits, prepare, validation_indices
+from gon.app.data.datasets import binarize, load_prepared, validation_indices
 from gon.app.variants import encoder_choice
 
 AMORTISED = ("autoencoder", "autoencoder_matched", "vae")  # an encoder net: needs the image size
@@ -41,6 +42,12 @@ CONV_FROM_PX = 28  # encoder.net=auto: a conv encoder from this image side up, e
 MATCH_TOLERANCE = 0.05  # autoencoder_matched: total parameters within 5 % of the GON's
 
 
+def folder_args(cfg: DictConfig) -> dict[str, Any]:
+    """The config's `source` and `size` for prepare/data_key: image_folder's, else none."""
+    d = cfg.dataset
+    return {"source": d.source, "size": d.image_size} if d.name == "image_folder" else {}
+
+
 def load_images(cfg: DictConfig, device: torch.device
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train, val, test) images (N, H, W, C) on `device`, preparing the dataset on first use.
@@ -48,11 +55,9 @@ def load_images(cfg: DictConfig, device: torch.device
     curves, the objective, tuning); test is for final scores only (gon.evaluate, the claims).
     With dataset.binarize, val and test are fixed draws (train too, unless "dynamic")."""
     d, root = cfg.dataset, Path(cfg.paths.data_dir)
-    extra = {"source": d.source, "size": d.image_size} if d.name == "image_folder" else {}
-    prepare(d.name, raw_root=root / "raw", out_root=root / "prepared", **extra)
-    (train, _), (test, _) = load_splits(  # prepare has just checked the artefact
-        d.name, ("train", "test"), root / "prepared", d.image_size, device, verify=False
-    )
+    (train, _), (test, _) = load_prepared(  # prepared and read under one lock
+        d.name, root / "raw", root / "prepared", **folder_args(cfg), image_size=d.image_size,
+        device=device)
     try:
         keep, held = validation_indices(len(train), cfg.eval.val_fraction)
     except ValueError as e:

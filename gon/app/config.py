@@ -4,13 +4,14 @@ must pass before a job trains.
 Usage:
     cfg = compose(["block=modulated"])
     validate_config(cfg)  # raises ConfigError listing every bad value
+    cfg = stored_config(ckpt["config"], "run/checkpoint.pt")  # as data: no ${...}, validated
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,31 @@ def validate_config(cfg: DictConfig, check_device: bool = True) -> None:
         problems.append(str(e))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def stored_config(container: Any, source: str) -> DictConfig:
+    """A config stored resolved (a checkpoint's), read back as data: refused if a value holds
+    an interpolation (`${oc.env:...}` would copy this machine's environment into the report),
+    then validated; one ConfigError naming `source` either way."""
+    def interpolations(node: Any, key: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from interpolations(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from interpolations(v, f"{key}[{i}]")
+        elif isinstance(node, str) and "${" in node:
+            yield key
+
+    if not isinstance(container, dict):
+        raise ConfigError(f"{source}: its config is not a mapping")
+    if found := list(interpolations(container, "")):
+        raise ConfigError(f"{source}: its config holds interpolations ({', '.join(found[:5])}); "
+                          "gon stores configs resolved, so it was not written by gon and is "
+                          "not read")
+    cfg = OmegaConf.create(container)
+    try:
+        validate_config(cfg, check_device=False)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg

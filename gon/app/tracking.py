@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gon.app.metrics import HIGHER_IS_BETTER
 from gon.app.reliability.faults import one_line
+from gon.app.reliability.secrets import masked_argv
 from gon.app.variants import SEED, run_name, variant_name, variant_tags
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ def init_run(init_timeout: float | None = None, **kwargs: Any) -> Any:
     instead, and offline for the rest of this process."""
     import wandb
 
+    with masked_argv():  # W&B records the command line: no storage password in it
+        return _init(wandb, init_timeout, **kwargs)
+
+
+def _init(wandb: Any, init_timeout: float | None, **kwargs: Any) -> Any:
     timeout = INIT_TIMEOUT_S if init_timeout is None else float(init_timeout)
     mode = kwargs.get("mode") or os.environ.get("WANDB_MODE", "online")
     if mode != "online" or _offline_since:

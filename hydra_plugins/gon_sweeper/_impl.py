@@ -27,6 +27,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
 from gon.app.config import ConfigError, validate_config
+from gon.app.reliability import secrets
 from gon.app.reliability.faults import one_line
 from gon.app.reliability.lifecycle import mark_sweeper
 from gon.app.sweeps import checks as chk
@@ -169,6 +170,8 @@ class ResumableSweep(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         """Run (or resume) the study; a SweepError ends it with one error line and exit 1."""
         mark_sweeper()  # the jobs this process starts die with it (lifecycle.bind_to_sweeper)
+        if secrets.mask_hydra_storage(self.config):  # before any job or launcher records it
+            log.warning("%s", secrets.literal_password_warning("hydra.sweeper.storage"))
         try:
             self._check_settings()
             self._sweep(arguments)

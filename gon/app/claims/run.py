@@ -110,9 +110,34 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
     setup = {"dataset": dataset, "steps": steps, "seeds": seeds, "time_budget_s": budget,
              "jobs": jobs, "threads_per_job": 1, "load_avg_1min_at_start": load,
              "wall_s": time.perf_counter() - wall, "cpu_s": cpu,  # cpu_s: of the whole process
-             "overrides": overrides, "modulated_matched_hidden_dim": width, "rule": VERDICT_RULE,
-             "trials": {n: TRIALS[n] for n in TRIALS}}
+             "overrides": overrides, "modulated_matched_hidden_dim": width,
+             "rule": VERDICT_RULE, "trials": {n: TRIALS[n] for n in TRIALS},
+             "environment": environment()}
     return {"setup": setup, "entries": entries(rows, seeds)}
+
+
+def environment() -> dict[str, Any]:
+    """What the equal-step numbers depend on beyond code and seeds: the library versions and
+    the CPU's vector extensions and math library (another MKL/oneDNN path moves a loss in the
+    4th digit), so two claims.json files say whether they are comparable."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(), "machine": platform.machine(),
+        "versions": {n: ver(n) for n in ("numpy", "scipy", "scikit-learn", "statsmodels",
+                                          "hydra-core", "optuna")}
+        | {"torch": torch.__version__},  # with its build (e.g. +cu130), which metadata drops
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # e.g. AVX2, AVX512
+        "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def log_wandb(claims: dict[str, Any], out_dir: Path, project: str) -> None:

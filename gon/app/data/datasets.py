@@ -5,48 +5,39 @@
 
 `data.npz` holds uint8 x_train, x_test (N, H, W, C) and int64 y_train, y_test (no pickles); it and
 `meta.json` (written last) are built in a temporary directory that is then renamed into place.
+meta.json's "params" say what it was built from (for image_folder: the folder, the size and a
+fingerprint of its files); a reader that names what it expects (`expect=data_key(...)`) is
+refused another folder's or size's artefact. The readers of raw files: gon.app.data.sources.
 """
 
-import gzip
 import hashlib
 import json
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gon.app.reliability.faults import one_line
+from gon.app.data.sources import SPLIT_SEED, Arrays, DatasetError, folder_files, read_source
+from gon.app.reliability.checkpoint import umasked
 from gon.app.reliability.lifecycle import file_lock
 
 log = logging.getLogger(__name__)
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
 FORMAT_VERSION = 1
-SPLIT_SEED = 0  # legacy RandomState streams are frozen (NEP 19), so seeded splits never move
-DIGITS_TEST = 300  # digits: 1797 images -> 1497 train / 300 test
-FOLDER_TEST_FRACTION = 0.1  # image_folder: 10 % test
 FOLDER_DEFAULT_SIZE = 64
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-OFFLINE_HINT = "The 'digits' dataset is bundled with scikit-learn and needs no download."
 # dataset.binarize: grey levels in [0, 1] (False), or binary pixels ~ Bernoulli(grey level)
 # drawn once ("fixed") or afresh for every training batch ("dynamic"; its validation and test
 # splits are fixed draws)
 BINARIZE = (False, "fixed", "dynamic")
 BINARIZE_SEED = 0  # the fixed draw: the same binary images for every run, seed and device
-
-Arrays = dict[str, np.ndarray]  # x_train, x_test: uint8 (N, H, W, C); y_train, y_test: int64 (N,)
-
-
-class DatasetError(RuntimeError):
-    """Raw data is missing, cannot be downloaded, or is corrupt (the message says what to do)."""
-
 
 def _check_name(name: str) -> None:
     if name not in DATASETS:
@@ -62,106 +53,6 @@ def validation_indices(n_train: int, fraction: float) -> tuple[torch.Tensor, tor
         raise ValueError(f"eval.val_fraction={fraction} holds out all {n_train} train images")
     perm = np.random.RandomState(SPLIT_SEED + 1).permutation(n_train)  # not the test split's
     return (torch.from_numpy(np.sort(perm[n_val:])), torch.from_numpy(np.sort(perm[:n_val])))
-
-
-def _seeded_split(x: np.ndarray, n_test: int, y: np.ndarray | None = None) -> Arrays:
-    """A fixed train/test split; each split keeps the original order."""
-    perm = np.random.RandomState(SPLIT_SEED).permutation(len(x))
-    train, test = np.sort(perm[n_test:]), np.sort(perm[:n_test])
-    out = {"x_train": x[train], "x_test": x[test]}
-    return out if y is None else out | {"y_train": y[train], "y_test": y[test]}
-
-
-def _read_digits() -> Arrays:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()  # images (1797, 8, 8) float, grey levels 0..16
-    x = np.round(bunch.images * (255 / 16)).astype(np.uint8)[..., None]  # (N, 8, 8, 1)
-    return _seeded_split(x, DIGITS_TEST, bunch.target.astype(np.int64))
-
-
-def _read_torchvision(name: str, raw_root: Path) -> Arrays:
-    """MNIST, FashionMNIST or CIFAR10 through torchvision's classes; offline when files exist."""
-    from torchvision import datasets
-    from torchvision.datasets.utils import check_integrity
-
-    cls = getattr(datasets, TORCHVISION_CLASSES[name])
-    if name == "cifar10":  # pickled batches (md5-checked), or the archive they come in
-        raw_dir, tgz = raw_root / cls.base_folder, raw_root / cls.filename
-        md5s = dict(cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]])
-        packed = {f: tgz for f in md5s}
-        expected = f"{', '.join(md5s)} in {raw_dir}, or the archive {tgz}"
-    else:  # IDX files, which torchvision reads unzipped
-        raw_dir = raw_root / cls.__name__ / "raw"
-        md5s = {Path(url).stem: None for url, _ in cls.resources}  # train-images-idx3-ubyte, ..
-        packed = {f: raw_dir / f"{f}.gz" for f in md5s}
-        expected = f"{', '.join(md5s)} (each plain or gzipped, .gz) in {raw_dir}"
-    if not all((raw_dir / f).exists() or packed[f].exists() for f in md5s):
-        try:  # torchvision's own download
-            cls(str(raw_root), download=True)
-        except Exception as exc:  # URLError, RuntimeError, OSError, ...: all mean "no files"
-            reason = one_line(exc) or type(exc).__name__  # one line
-            raise DatasetError(
-                f"{name}: raw files not found under {raw_root} and the download failed "
-                f"({reason}).\nExpected {expected}.\nTo work offline, copy them there (e.g. from "
-                f"a machine with internet access), then rerun `python -m pipelines.fetch {name} "
-                f"--root {raw_root}`. {OFFLINE_HINT}"
-            ) from exc
-    made = [raw_dir / f for f in md5s if not (raw_dir / f).exists()]  # unpacked below
-    try:
-        for path in (p for p in made if not p.exists()):
-            if name == "cifar10":  # one archive holds every batch
-                with tarfile.open(packed[path.name], "r:gz") as tar:
-                    tar.extractall(raw_root, filter="data")
-            else:
-                path.write_bytes(gzip.decompress(packed[path.name].read_bytes()))
-        bad = [f for f, md5 in md5s.items() if not check_integrity(str(raw_dir / f), md5)]
-        if bad:  # torchvision itself would only say "Dataset not found or corrupted"
-            raise ValueError(f"missing or md5 mismatch: {', '.join(bad)}")
-        out: Arrays = {}
-        for split in ("train", "test"):
-            ds = cls(str(raw_root), train=split == "train", download=False)
-            x = np.asarray(ds.data, dtype=np.uint8)  # MNIST (N, 28, 28); CIFAR10 (N, 32, 32, 3)
-            out[f"x_{split}"] = x.reshape(*x.shape[:3], -1)  # (N, H, W, C)
-            out[f"y_{split}"] = np.asarray(ds.targets, dtype=np.int64)
-        return out
-    except Exception as exc:
-        for path in made:  # our unpacked copies: a fixed archive is then read next time
-            path.unlink(missing_ok=True)
-        raise DatasetError(
-            f"{name}: could not read the raw files under {raw_dir} (truncated or corrupt?): "
-            f"{type(exc).__name__}: {exc}.\nDelete them and rerun to download them again, or "
-            f"copy intact files there. {OFFLINE_HINT}"
-        ) from exc
-
-
-def _folder_files(source: Path) -> list[Path]:
-    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"image_folder: no PNG/JPEG files under {source}; pass --source DIR")
-    return files
-
-
-def _read_image_folder(source: Path, size: int) -> Arrays:
-    """PNG/JPEG files, centre-cropped and resized to (size, size); RGB unless all are grey."""
-    from PIL import Image, ImageOps
-
-    images = []
-    for path in _folder_files(source):
-        try:
-            with Image.open(path) as img:
-                images.append(img.copy())  # copy() loads the pixels
-        except Exception as exc:
-            raise DatasetError(f"image_folder: cannot read image {path}: {exc}") from exc
-    mode = "L" if all(img.mode in ("1", "L", "LA", "I", "I;16") for img in images) else "RGB"
-    x = np.stack([np.asarray(ImageOps.fit(img.convert(mode), (size, size))) for img in images])
-    x = x.reshape(len(x), size, size, -1)  # (N, S, S, 1 or 3)
-    n_test = round(FOLDER_TEST_FRACTION * len(x))
-    if n_test == 0:  # 5 images or fewer: nothing to test on, and evaluation would fail later
-        raise DatasetError(
-            f"image_folder: only {len(x)} image(s) under {source}; at least 6 are needed "
-            f"({FOLDER_TEST_FRACTION:.0%} are held out for testing, at least one)")
-    return _seeded_split(x, n_test)
 
 
 def _sha256(path: Path) -> str:
@@ -189,7 +80,7 @@ def _write_artefact(target: Path, arrays: Arrays, meta: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     old = tmp.with_name(f"{tmp.name}.old")
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        tmp.chmod(umasked(0o777))  # mkdtemp makes it 0700
         with open(tmp / "data.npz", "wb") as f:
             np.savez(f, **arrays)
         meta |= {"file": "data.npz", "sha256": _sha256(tmp / "data.npz")}
@@ -200,6 +91,22 @@ def _write_artefact(target: Path, arrays: Arrays, meta: dict) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def data_key(name: str, raw_root: str | os.PathLike = "data/raw",
+             source: str | os.PathLike | None = None, size: int | None = None) -> dict:
+    """What a prepared artefact is built from, beyond its name (meta.json's "params"): for
+    image_folder the folder (default `<raw_root>/image_folder`) and the size (default 64)."""
+    if name != "image_folder":
+        if source is not None or size is not None:
+            msg = "source/size are for image_folder only; resize with load_dataset(image_size=N)"
+            raise ValueError(f"{name}: {msg}")
+        return {}
+    src = Path(source) if source is not None else Path(raw_root) / "image_folder"
+    size = FOLDER_DEFAULT_SIZE if size is None else int(size)
+    if size < 1:
+        raise ValueError(f"size must be a positive integer, got {size}")
+    return {"source": str(src.resolve()), "size": size}
 
 
 def prepare(
@@ -215,40 +122,83 @@ def prepare(
     Raises ValueError for bad arguments, DatasetError for missing, unreachable or corrupt data.
     """
     _check_name(name)
-    raw_root, target, params = Path(raw_root), Path(out_root) / name, {}
-    if name == "image_folder":
-        src = Path(source) if source is not None else raw_root / "image_folder"
-        size = FOLDER_DEFAULT_SIZE if size is None else int(size)
-        if size < 1:
-            raise ValueError(f"size must be a positive integer, got {size}")
-        # fingerprint the folder, so that adding or editing images rebuilds the artefact
-        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in _folder_files(src)]
-        files_sha256 = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
-        params = {"source": str(src.resolve()), "size": size, "files_sha256": files_sha256}
-    elif source is not None or size is not None:
-        msg = "source/size are for image_folder only; resize with load_dataset(image_size=N)"
-        raise ValueError(f"{name}: {msg}")
+    target, params = Path(out_root) / name, _params(name, raw_root, source, size)
     if _finished(target, params) is not None and not _leftovers(target):
         log.info("%s: %s is up to date", name, target)
         return target
-    # one preparer at a time (the jobs of a sweep all call this on first use); under the lock
-    # the temporary dirs of a killed preparer can be removed safely
+    with _preparing(target):
+        _ensure(name, Path(raw_root), target, params)
+    return target
+
+
+def load_prepared(name: str, raw_root: str | os.PathLike, out_root: str | os.PathLike,
+                  source: str | os.PathLike | None = None, size: int | None = None,
+                  splits: tuple[str, ...] = ("train", "test"), image_size: int | None = None,
+                  device: str | torch.device = "cpu"
+                  ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """`prepare`, then `load_splits`, both under the preparation lock: no other preparer (a
+    job of the same sweep with another dataset.source) can swap the artefact in between."""
+    _check_name(name)
+    target, params = Path(out_root) / name, _params(name, raw_root, source, size)
+    with _preparing(target):
+        _ensure(name, Path(raw_root), target, params)
+        return load_splits(name, splits, out_root, image_size, device, verify=False,
+                           expect=params)
+
+
+def _params(name: str, raw_root: str | os.PathLike, source: str | os.PathLike | None,
+            size: int | None) -> dict:
+    """data_key plus, for image_folder, a fingerprint of its files (adding or editing an image
+    rebuilds the artefact)."""
+    params = data_key(name, raw_root, source, size)
+    if params:
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                 for p in folder_files(Path(params["source"]))]
+        params["files_sha256"] = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    return params
+
+
+@contextmanager
+def _preparing(target: Path) -> Iterator[None]:
+    """One preparer (or reader of a fresh artefact) at a time: the jobs of a sweep all prepare
+    on first use; under the lock the temporary dirs of a killed preparer can be removed."""
     made_root = not target.parent.exists()
     try:
-        with file_lock(target.parent / f".{name}.lock"):
-            for old in _leftovers(target):
-                shutil.rmtree(old, ignore_errors=True)
-                log.info("%s: removed %s, left by an interrupted preparation", name, old.name)
-            if _finished(target, params) is None:
-                _build(name, raw_root, target, params, src if name == "image_folder" else None,
-                       size)
-            else:
-                log.info("%s: %s is up to date", name, target)
+        with file_lock(target.parent / f".{target.name}.lock"):
+            yield
     except BaseException:
         if made_root and not any(target.parent.iterdir()):  # a failure leaves no trace
             target.parent.rmdir()
         raise
-    return target
+
+
+def _ensure(name: str, raw_root: Path, target: Path, params: dict) -> None:
+    """Under the lock: remove a killed preparer's leftovers, build the artefact unless done."""
+    for old in _leftovers(target):
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("%s: removed %s, left by an interrupted preparation", name, old.name)
+    if _finished(target, params) is not None:
+        log.info("%s: %s is up to date", name, target)
+        return
+    damage = _damage(target)
+    try:
+        _build(name, raw_root, target, params)
+    except DatasetError as e:
+        raise DatasetError(f"{damage} ({e})" if damage else str(e)) from None
+
+
+def _damage(target: Path) -> str | None:
+    """One line if `target` holds an artefact whose data file fails its meta.json checksum."""
+    try:
+        meta = json.loads((target / "meta.json").read_text())
+        if _sha256(target / meta["file"]) == meta["sha256"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        if not (target / "meta.json").exists():
+            return None
+    return (f"{target}/data.npz does not match the sha256 in its meta.json (damaged or "
+            f"changed): restore it with `dvc checkout {target}`, or delete {target} to prepare "
+            "it again")
 
 
 def _leftovers(target: Path) -> list[Path]:
@@ -258,14 +208,8 @@ def _leftovers(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.tmp-*"))
 
 
-def _build(name: str, raw_root: Path, target: Path, params: dict, src: Path | None,
-           size: int | None) -> None:
-    if name == "digits":
-        arrays, origin = _read_digits(), "sklearn.datasets.load_digits, seeded split"
-    elif name == "image_folder":
-        arrays, origin = _read_image_folder(src, size), f"images in {src}, seeded split"
-    else:
-        arrays, origin = _read_torchvision(name, raw_root), f"torchvision raw files in {raw_root}"
+def _build(name: str, raw_root: Path, target: Path, params: dict) -> None:
+    arrays, origin = read_source(name, raw_root, params)
     x_train, x_test = arrays["x_train"], arrays["x_test"]  # uint8 (N, H, W, C)
     meta = {"name": name, "format_version": FORMAT_VERSION, "source": origin, "params": params}
     meta |= {"shape": list(x_train.shape[1:]), "channels": x_train.shape[3]}  # [H, W, C]
@@ -292,10 +236,13 @@ def load_splits(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     verify: bool = True,
+    expect: dict | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """``load_dataset`` for several splits, checking and reading the artefact once.
 
-    ``verify=False`` skips the checksum, for a caller that has just run ``prepare``.
+    ``verify=False`` skips the checksum, for a caller that has just run ``prepare``;
+    ``expect`` (a ``data_key``) refuses an artefact built from other data (another folder or
+    size: the slot holds one at a time).
     """
     _check_name(name)
     for split in splits:
@@ -303,11 +250,18 @@ def load_splits(
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     target = Path(root) / name
     meta = _finished(target, verify=verify)
+    if meta is None and (damage := _damage(target)):
+        raise DatasetError(damage)
     if meta is None:
         raise FileNotFoundError(
             f"no finished {name} artefact in {target}; prepare it with "
             f"`python -m pipelines.fetch {name} --out {root}`"
         )
+    built = {k: meta["params"].get(k) for k in expect or {}}
+    if built != (expect or {}):
+        raise DatasetError(
+            f"{target} holds {name} built from {built}, not from {expect}: prepare this data "
+            f"again (python -m pipelines.fetch {name} ...) before using it")
     out = []
     with np.load(target / meta["file"], allow_pickle=False) as npz:
         for split in splits:

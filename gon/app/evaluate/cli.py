@@ -4,6 +4,7 @@ Usage:
     python -m gon.evaluate outputs/sweep reports            # the DVC `evaluate` stage
     python -m gon.evaluate outputs/sweep reports --probe-images 10000 --rows 8 --no-wandb
     python -m gon.evaluate outputs/sweep reports --partial  # score an unfinished sweep anyway
+    GON_STORAGE_URL=postgresql://... python -m gon.evaluate ...  # a study in a server
 
 An incomplete sweep (trials failed, unfinished or not started, run dirs missing: see
 gon.app.sweeps.status) is refused with the list of those trials and the command that resumes it;
@@ -31,9 +32,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from gon.app.config import resolve_device
+from gon.app.data.datasets import DatasetError
 from gon.app.evaluate.effects import answer
 from gon.app.evaluate.report import log_wandb, write_report
 from gon.app.evaluate.runs import evaluate_sweep
+from gon.app.reliability import secrets
 from gon.app.reliability.checkpoint import CheckpointError
 from gon.app.reliability.faults import run_cli
 from gon.app.sweeps import status as completeness
@@ -60,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partial", action="store_true",
                         help="score an incomplete sweep too; the report says it is partial")
     parser.add_argument("--storage", default=None,
-                        help="the study's storage URL, if study.json keeps it masked")
+                        help="the study's storage URL, if study.json keeps it masked (default: "
+                             f"${secrets.STORAGE_ENV}; a password here is visible in ps)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    if args.storage and secrets.has_password(args.storage):
+        log.warning("%s", secrets.literal_password_warning("--storage"))
+    args.storage = secrets.storage_from_env(args.storage)
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # so autograd's cuBLAS calls find this GPU's context
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         with threadpool_limits(args.threads or None):
             variants = evaluate_sweep(args.sweep_dir, device, args.probe_images, args.rows,
                                       args.iw_samples)
-    except (FileNotFoundError, CheckpointError) as e:
+    except (FileNotFoundError, CheckpointError, DatasetError) as e:
         log.error("%s", e)
         return 1
     partial = completeness.report_fields(status)

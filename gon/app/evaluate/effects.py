@@ -19,8 +19,6 @@ default to this level changes the metric by ..".
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 from gon.app.config import default_choices
 from gon.app.evaluate.compare import CURVE_METRIC, Comparison, metric_names
 from gon.app.factorial import Effects, effects
+from gon.app.reliability.checkpoint import save_csv, save_json
 from gon.app.stats import indistinguishable, ranking_table
 from gon.app.variants import VARIANT_AXES as FACTORS
 from gon.app.variants import Variant, variant_choices
@@ -132,12 +131,9 @@ def write_tables(runs: list[Variant], comp: Comparison, reports_dir: Path) -> Sw
     headline.json}; also set as comp.effects (for the page, the printout and W&B)."""
     eff = comp.effects = sweep_effects(runs)
     rows = run_rows(runs)
-    with open(reports_dir / RUNS_FILE, "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    (reports_dir / EFFECTS_FILE).write_text(json.dumps(eff.to_dict(), indent=1) + "\n")
-    (reports_dir / HEADLINE_FILE).write_text(json.dumps(headline(comp, eff), indent=2) + "\n")
+    save_csv(reports_dir / RUNS_FILE, rows, list(rows[0]))  # atomic, as every report file
+    save_json(reports_dir / EFFECTS_FILE, eff.to_dict(), indent=1, sort_keys=False)
+    save_json(reports_dir / HEADLINE_FILE, headline(comp, eff), sort_keys=False)
     return eff
 
 

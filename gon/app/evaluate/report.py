@@ -23,7 +23,6 @@ Layout of <reports_dir>:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from gon.app.evaluate.effects import EFFECT_COLUMNS, effect_table, write_tables
 from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
 from gon.app.evaluate.tables import slug
 from gon.app.metrics import save_png
+from gon.app.reliability.checkpoint import save_csv, save_json, save_text
 from gon.app.tracking import init_run
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 
@@ -72,14 +72,12 @@ def variant_row(s: VariantSummary, names: tuple[str, ...]) -> dict[str, Any]:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str],
                partial: bool = False) -> None:
-    """A CSV of `columns`; a partial sweep's gets a last column complete=false on every row
-    (the CSVs `dvc plots` draws say it too, not only metrics.json and the page)."""
+    """A CSV of `columns`, written atomically; a partial sweep's gets a last column
+    complete=false on every row (the CSVs `dvc plots` draws say it too, not only metrics.json
+    and the page)."""
     if partial:
         columns, rows = [*columns, "complete"], [{**r, "complete": "false"} for r in rows]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
+    save_csv(path, rows, columns)
 
 
 def provenance(runs: list[Variant], study: str | None = None) -> dict[str, str]:
@@ -110,7 +108,7 @@ def write_report(runs: list[Variant], reports_dir: Path, partial: dict[str, Any]
     write_tables(runs, comp, reports_dir)  # runs.csv, effects.json, headline.json; comp.effects
     metrics = {s.name: variant_metrics(s) for s in comp.variants}
     metrics = {**partial, **metrics, "best": metrics[comp.best.name]}
-    (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_json(reports_dir / "metrics.json", metrics, sort_keys=False)
     names = metric_names(runs)
     rows = [variant_row(s, names) for s in comp.variants]
     marked = bool(partial)
@@ -127,7 +125,7 @@ def write_report(runs: list[Variant], reports_dir: Path, partial: dict[str, Any]
             save_png(array, path)
     claims = load_claims(reports_dir / CLAIMS_FILE)  # the claims stage's table
     page = render_html(comp, claims, partial, comp.effects, provenance(runs, study))
-    (reports_dir / "index.html").write_text(page)
+    save_text(reports_dir / "index.html", page)
     return comp
 
 

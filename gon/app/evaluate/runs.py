@@ -4,6 +4,7 @@ interpolations, super-resolution, a linear probe and likelihoods (gon.app.evalua
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -15,8 +16,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from gon import GON, make_grid, slerp
-from gon.app.build import build_model
-from gon.app.data.datasets import binarize, load_splits
+from gon.app.build import build_model, folder_args
+from gon.app.config import ConfigError, stored_config
+from gon.app.data.datasets import binarize, data_key, load_splits
 from gon.app.metrics import (
     image_grid,
     image_metrics,
@@ -25,7 +27,8 @@ from gon.app.metrics import (
     render,
     sample_codes,
 )
-from gon.app.reliability.checkpoint import load_checkpoint
+from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
+from gon.app.train.resume import ASIDE
 from gon.app.variants import Variant, run_name, variant_name
 
 log = logging.getLogger(__name__)
@@ -37,10 +40,25 @@ SUPER_RES = 4  # the super-resolution grid renders at 4x the native size
 CHUNK = 1024  # images encoded at once (the per-chunk cost is mostly one Jacobian)
 
 
+def unfinished(run_dir: Path, ckpt: dict, cfg: DictConfig) -> str | None:
+    """Why the run is not a finished one, or None: its metrics.json and checkpoint must agree
+    on a step that reached train.max_steps (an extension killed midway leaves a newer
+    checkpoint beside the old metrics.json)."""
+    try:
+        step = json.loads((run_dir / "metrics.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError) as e:
+        return f"metrics.json unreadable ({e})"
+    if step != ckpt["step"] or ckpt["step"] < cfg.train.max_steps:
+        return (f"metrics.json is at step {step}, the checkpoint at {ckpt['step']}, of "
+                f"train.max_steps={cfg.train.max_steps}; resume its training to finish it")
+    return None
+
+
 def find_runs(sweep_dir: Path) -> list[Path]:
-    """The run dirs (holding checkpoint.pt and metrics.json) under a sweep dir, in order."""
+    """The run dirs (holding checkpoint.pt and metrics.json) under a sweep dir, in order; not
+    the runs that train.resume=false set aside."""
     runs = [p.parent for p in sweep_dir.rglob("checkpoint.pt")
-            if (p.parent / "metrics.json").exists()]
+            if (p.parent / "metrics.json").exists() and ASIDE not in p.parent.name]
     # numbered trial dirs in numeric order (2 before 10)
     return sorted(runs, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
                                        for s in p.parts])
@@ -102,10 +120,12 @@ def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[
     training; a dynamic run's probe and sampling fit see that one draw of the train split)."""
     d = cfg.dataset
     mode = d.get("binarize", False)
-    key = (d.name, d.image_size, cfg.paths.data_dir, bool(mode))
+    key = (d.name, d.image_size, d.get("source"), cfg.paths.data_dir, bool(mode))
     if key not in cache:
-        root = Path(cfg.paths.data_dir) / "prepared"
-        splits = load_splits(d.name, ("test", "train"), root, d.image_size, device)
+        root = Path(cfg.paths.data_dir)
+        expect = data_key(d.name, root / "raw", **folder_args(cfg))  # what the run trained on
+        splits = load_splits(d.name, ("test", "train"), root / "prepared", d.image_size, device,
+                             expect=expect)
         if mode:
             splits = [(binarize(x, s), y) for (x, y), s in zip(splits, ("test", "train"),
                                                                strict=True)]
@@ -116,13 +136,19 @@ def load_test_train(cfg: DictConfig, device: torch.device, cache: dict) -> list[
 @torch.no_grad()
 def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: int,
                  cache: dict, drawn: set[str] | None = None,
-                 iw_samples: int = 64) -> Variant:
+                 iw_samples: int = 64) -> Variant | None:
     """Load a trial's checkpoint and score it on the test split; draw its grids unless its
-    variant is in `drawn` (then add it there)."""
+    variant is in `drawn` (then add it there); None for an unfinished run (warned)."""
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     if ckpt is None or "config" not in ckpt:
         raise FileNotFoundError(f"{run_dir}: no checkpoint.pt with a config")
-    cfg = OmegaConf.create(ckpt["config"])
+    try:
+        cfg = stored_config(ckpt["config"], f"{run_dir / 'checkpoint.pt'}")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    if (why := unfinished(run_dir, ckpt, cfg)) is not None:
+        log.warning("%s: not scored: %s", run_dir, why)
+        return None
     torch.manual_seed(cfg.seed)
     (test, y_test), (train, y_train) = load_test_train(cfg, device, cache)
     model = build_model(cfg, channels=test.shape[-1], image_size=test.shape[1:3]).to(device)
@@ -167,6 +193,8 @@ def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 50
     drawn: set[str] = set()
     for run_dir in runs:
         v = evaluate_run(run_dir, device, probe_images, rows, cache, drawn, iw_samples)
+        if v is None:  # unfinished (warned)
+            continue
         if v.seed in seen.setdefault(v.name, set()):
             log.warning("%s: a second run of %s with seed %d (pooled as a replicate)", run_dir,
                         v.name, v.seed)
@@ -175,6 +203,8 @@ def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 50
         log.info("%s (%s): %s%s", run_name(v.config), run_dir, " ".join(
             f"{k}={x:.4g}" for k, x in v.metrics.items()), f"  NON-FINITE: {bad}" if bad else "")
         variants.append(v)
+    if not variants:
+        raise FileNotFoundError(f"no finished runs in {sweep_dir} (see the warnings above)")
     # by name, not by trial number: the numbers a variant gets differ between a sweep that ran
     # through and one that was resumed, and the report's order must not
     return sorted(variants, key=lambda v: (v.name, v.seed))

@@ -8,6 +8,9 @@ Usage:
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -31,12 +34,20 @@ class CheckpointError(RuntimeError):
 REQUIRED = ("model", "optimizer", "step", "rng", "best", "last_train", "config")
 
 
+def umasked(mode: int) -> int:
+    """`mode` less the process's umask, as open() would make a new file (mkstemp and mkdtemp
+    ignore the umask: their 0600 and 0700 are fixed)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     # write to a temporary file in the same folder, then rename: a crash never leaves half a file
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users
+        os.fchmod(fd, umasked(0o666))  # as a plain open() would: shared unless the umask says
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -47,8 +58,34 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+CHECKSUM = "sha256"  # the checkpoint's digest of everything else in it
+
+
+def _digest(state: Any, h: Any = None) -> str:
+    """A sha256 over a state's keys, values and tensor bytes, in a fixed order (independent of
+    how torch lays out the file)."""
+    h = hashlib.sha256() if h is None else h
+    if isinstance(state, dict):
+        for k in sorted(state, key=str):
+            h.update(f"k{k!r}".encode())
+            _digest(state[k], h)
+    elif isinstance(state, (list, tuple)):
+        h.update(f"l{len(state)}".encode())
+        for v in state:
+            _digest(v, h)
+    elif isinstance(state, torch.Tensor):
+        t = state.detach().cpu().contiguous()
+        h.update(f"t{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(f"v{state!r}".encode())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Save `state` (tensors, numbers, strings, lists, dicts only) atomically."""
+    """Save `state` (tensors, numbers, strings, lists, dicts only) atomically, with its digest
+    (load_checkpoint refuses a file whose contents no longer match it)."""
+    state = {**state, CHECKSUM: _digest({k: v for k, v in state.items() if k != CHECKSUM})}
     _atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
@@ -81,12 +118,31 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
         raise CheckpointError(
             f"{path} is not a gon checkpoint (no {', '.join(repr(k) for k in missing)} "
             "entry); delete it to start over, or pick another hydra.run.dir")
+    stored = state.pop(CHECKSUM, None)  # None: written before gon kept checksums
+    if stored is not None and stored != _digest(state):
+        raise CheckpointError(
+            f"{path} does not match its own sha256 (damaged on disk or in a copy); restore it "
+            "(e.g. `dvc checkout`), or delete it to start over")
     return state
 
 
-def save_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write `data` as indented JSON atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+def save_json(path: str | Path, data: dict[str, Any], **dumps: Any) -> None:
+    """Write `data` as indented JSON atomically (`dumps`: more json.dumps options)."""
+    text = json.dumps(data, **{"indent": 2, "sort_keys": True, **dumps}) + "\n"
+    save_text(path, text)
+
+
+def save_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write `rows` as a CSV of `columns` (None as empty) atomically."""
+    f = io.StringIO(newline="")
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
+    save_text(path, f.getvalue())
+
+
+def save_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) atomically: a reader sees the old file or the new one, never half."""
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 

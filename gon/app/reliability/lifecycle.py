@@ -17,6 +17,7 @@ byte-range locks, which the server arbitrates between machines.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import json
 import logging
@@ -56,12 +57,24 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (since {since})"
 
 
+def _open_lock(path: Path) -> int:
+    """Open (or create) a lock file, never through a symlink: a link planted in a shared run or
+    sweep dir would make gon create or truncate the file it points to."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, f"{path} is a symbolic link, which gon does not follow for "
+                          "a lock file; remove it and rerun") from None
+        raise
+
+
 @contextmanager
 def hold_run_dir(run_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the run dir's lock while the block runs; waits up to `wait_s` for another holder
     to finish, then raises RunDirBusy naming it."""
     path = run_dir / RUN_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         deadline, told = time.monotonic() + wait_s, False
         while True:
@@ -90,7 +103,7 @@ def run_dir_holder(run_dir: Path) -> int | None:
     """The pid of the process holding the run dir's lock on this machine, else None."""
     path = run_dir / RUN_LOCK
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -110,7 +123,7 @@ def file_lock(path: Path, timeout_s: float = 600.0) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(path)
         try:
             while True:
                 try:

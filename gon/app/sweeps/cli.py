@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from gon.app.reliability import secrets
 from gon.app.sweeps.checks import N_TRIALS
 from gon.app.sweeps.record import RECORD, read_record
 from gon.app.sweeps.summary import SUMMARY, format_summary, summarize
@@ -21,9 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="gon-sweep", description="Summarise the Optuna study of a gon sweep dir.")
     parser.add_argument("sweep_dir", type=Path, help="the sweep dir (hydra.sweep.dir)")
     parser.add_argument("storage", nargs="?", default=None,
-                        help="the study's storage URL (default: the one recorded in study.json;"
-                             " pass it when the recorded one is masked)")
+                        help="the study's storage URL (default: $GON_STORAGE_URL, else the one "
+                             "recorded in study.json; a password here is visible in ps)")
     args = parser.parse_args(argv)
+    if args.storage and secrets.has_password(args.storage):
+        print(f"warning: {secrets.literal_password_warning('the storage argument')}",
+              file=sys.stderr)
+    args.storage = secrets.storage_from_env(args.storage)
     sweep_dir = args.sweep_dir
     if (record := read_record(sweep_dir)) is None:
         print(f"{sweep_dir / RECORD} not found: not a gon sweep dir", file=sys.stderr)
@@ -31,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     storage = args.storage or record.storage
     if args.storage is None and storage and "***" in storage:  # record_study masked it
         print(f"{sweep_dir / RECORD} keeps the storage URL without its password ({storage}); "
-              "pass the full URL: python -m gon.sweep SWEEP_DIR STORAGE_URL", file=sys.stderr)
+              f"export {secrets.STORAGE_ENV}=<the full URL> (or set PGPASSWORD) and run again",
+              file=sys.stderr)
         return 1
     study = record.load(storage)
     old = json.loads((sweep_dir / SUMMARY).read_text()) if (sweep_dir / SUMMARY).exists() else {}

@@ -1,5 +1,6 @@
 """A sweep dir's record of its study (study.json): the study's name and storage, written on the
-first run and read by every later command, and how to print a storage URL without its password.
+first run and read by every later command; the storage URL's password is masked
+(gon.app.reliability.secrets).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import optuna
 
 from gon.app.reliability.checkpoint import save_json
+from gon.app.reliability.secrets import mask_argv, mask_url
 from gon.app.sweeps.checks import SweepError
 from gon.app.sweeps.studies import journal_path, open_storage
 
@@ -21,16 +23,6 @@ RECORD = "study.json"  # in the sweep dir: the study's name and storage, written
 
 
 DEFAULT_DB = "optuna.db"  # the sqlite file in the sweep dir when no storage URL is given
-
-
-def mask_url(url: str) -> str:
-    """A storage URL with its password hidden, safe to log and to write to disk."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL (journal file etc.): keep it as it is
-        return url
 
 
 def default_study_name(search: str, dataset: str, storage: Any) -> str:
@@ -131,10 +123,8 @@ def record_study(sweep_dir: Path, study_name: str, storage: str | None,
 
 
 def resume_command(argv: list[str]) -> str:
-    """`python -m gon.train <argv>` as a shell line, storage passwords masked."""
-    args = [f"{a.split('=', 1)[0]}={mask_url(a.split('=', 1)[1])}"
-            if a.split("=", 1)[0].endswith("hydra.sweeper.storage") else a
-            for a in argv if a not in ("--multirun", "-m")]
+    """`python -m gon.train <argv>` as a shell line, passwords in URLs masked."""
+    args = [a for a in mask_argv(argv) if a not in ("--multirun", "-m")]
     if not any(a.split("=", 1)[0] == "hparams_search" for a in args):
         args.insert(0, "-m")
     return shlex.join(["python", "-m", "gon.train", *args])

@@ -95,8 +95,8 @@ def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | N
         if status is None:
             raise FileNotFoundError(
                 f"{path} keeps the storage URL without its password ({url}) and there is no "
-                f"{summ.SUMMARY}: pass the full URL with --storage")
-        log.info("checked the sweep against %s (pass --storage URL to ask the study)",
+                f"{summ.SUMMARY}: export GON_STORAGE_URL=<the full URL> (or set PGPASSWORD)")
+        log.info("checked the sweep against %s (set GON_STORAGE_URL to ask the study)",
                  status.source)
         return status
     study = record.load(storage)

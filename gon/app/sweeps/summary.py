@@ -6,7 +6,6 @@ gon.sweep <sweep dir>` prints it again (gon.app.sweeps.cli).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from gon.app.reliability.checkpoint import save_json
 from gon.app.sweeps.checks import FINGERPRINT
 from gon.app.sweeps.record import mask_url
 from gon.app.sweeps.trials import DIR, ERROR, Fate, classify
@@ -93,5 +93,5 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def write_summary(summary: dict[str, Any], sweep_dir: Path) -> Path:
     path = sweep_dir / SUMMARY
-    path.write_text(json.dumps(summary, indent=2, default=str, allow_nan=True) + "\n")
+    save_json(path, summary, sort_keys=False, default=str)  # atomic: never half a summary
     return path

@@ -13,7 +13,6 @@ samples.png, and wandb/ (offline unless WANDB_MODE says otherwise)."""
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import sys
@@ -38,18 +37,14 @@ from gon.app.reliability.checkpoint import (
     save_json,
     set_rng_state,
 )
-from gon.app.reliability.faults import Fault, one_line
+from gon.app.reliability.faults import Fault
 from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
 from gon.app.train.loop import build_training, seed_all, train_steps
-from gon.app.variants import RUN_AXES, variant_tags
+from gon.app.train.resume import changed_keys, finished_objective, set_aside
+from gon.app.variants import variant_tags
 
 log = logging.getLogger(__name__)
-
-
-# a checkpoint resumes only a run with the same values here (other keys may change between calls)
-RESUME_KEYS = ("seed", *RUN_AXES, "model", "train.batch_size", "train.lr",
-               "eval.val_fraction")
 
 
 # a job of a sweep waits this long for another process to let go of its run dir (a trial
@@ -72,33 +67,6 @@ def _multirun_job() -> int | None:
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return HydraConfig.get().job.num
-    return None
-
-
-def _changed_keys(old: dict, new: dict) -> list[str]:
-    old_c, new_c = OmegaConf.create(old), OmegaConf.create(new)
-    return [
-        f"{k}: {OmegaConf.select(old_c, k)} -> {OmegaConf.select(new_c, k)}"
-        for k in RESUME_KEYS
-        if OmegaConf.select(old_c, k) != OmegaConf.select(new_c, k)
-    ]
-
-
-def _finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> float | None:
-    """The stored objective if the checkpoint's run is complete, else None (a metrics.json
-    that cannot be read is recomputed from the checkpoint)."""
-    try:
-        done = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        if not isinstance(done, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        log.warning("%s is unreadable (%s); recomputing it from the checkpoint", metrics_path,
-                    one_line(e))
-        return None
-    step, metric = ckpt["step"], cfg.optimized_metric
-    if done.get("step") == step >= cfg.train.max_steps and metric in done:
-        log.info("finished at step %d: %s=%.4f", step, metric, done[metric])
-        return float(done[metric])
     return None
 
 
@@ -144,6 +112,8 @@ class _Job:
         self.val_curve: list[dict[str, float]] = []  # step + val/* at the curve points
         if ckpt is not None:
             self.step, self.best, self.last_train = ckpt["step"], ckpt["best"], ckpt["last_train"]
+            if ckpt["config"].get("optimized_metric") != self.metric:  # another metric's best
+                self.best = None
             self.history, self.val_curve = ckpt.get("history", []), ckpt.get("val_curve", [])
             # a run extended to more steps keeps only the points of its new curve (a resumed
             # run's curve is the uninterrupted one's)
@@ -255,15 +225,17 @@ def train(cfg: DictConfig) -> float:
 
 def _train(cfg: DictConfig, run_dir: Path) -> float:
     metric = cfg.optimized_metric
+    if not cfg.train.resume:
+        set_aside(run_dir)
     ckpt = load_checkpoint(run_dir / "checkpoint.pt") if cfg.train.resume else None
     if ckpt is not None:
         config = OmegaConf.to_container(cfg, resolve=True)
-        if changed := _changed_keys(ckpt["config"], config):
+        if changed := changed_keys(ckpt["config"], config):
             raise ConfigError(
                 f"{run_dir / 'checkpoint.pt'} belongs to a different run ({'; '.join(changed)});"
                 " use another hydra.run.dir, or train.resume=false to start over"
             )
-        if (objective := _finished_objective(cfg, ckpt, run_dir / "metrics.json")) is not None:
+        if (objective := finished_objective(cfg, ckpt, run_dir / "metrics.json")) is not None:
             return objective
     job = _Job(cfg, ckpt)
     with tracking(cfg, ckpt.get("wandb_id") if ckpt else None) as tracker, logging_redirect_tqdm():

@@ -32,7 +32,7 @@ from gon.app.reliability.lifecycle import mark_sweeper
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import grid as sg
 from gon.app.sweeps import record as rec
-from gon.app.sweeps import studies
+from gon.app.sweeps import slurm, studies
 from gon.app.sweeps import summary as summ
 from gon.app.sweeps import trials as st
 
@@ -68,6 +68,9 @@ class ResumableSweep(OptunaSweeperImpl):
         if bad:
             raise chk.SweepError("invalid sweeper settings: " + "; ".join(
                 f"hydra.sweeper.{b}" for b in bad))
+        if why := slurm.check_slurm(OmegaConf.to_container(self.config.hydra.launcher,
+                                                            resolve=True)):
+            raise chk.SweepError(why)
         try:  # the device is the job's to check (a SLURM node has the GPU, not this one)
             validate_config(self.config, check_device=False)
         except ConfigError as e:
@@ -257,6 +260,10 @@ class ResumableSweep(OptunaSweeperImpl):
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn | Exception) -> None:
         n = len(study.directions)
+        if isinstance(ret, JobReturn) and isinstance(ret._return_value, slurm.JobLost):
+            log.warning("trial %d: %s; re-queued", trial.number, ret._return_value)
+            st.requeue(study, study._storage.get_trial(trial._trial_id))
+            return
         try:
             if isinstance(ret, Exception):
                 raise ret

@@ -12,6 +12,8 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from gon.app.reliability.faults import one_line
 
 SLURM_LAUNCHER = "SlurmLauncher"  # the end of a submitit SLURM launcher's _target_
@@ -37,9 +39,12 @@ def _run(argv: list[str]) -> str:
     return proc.stdout
 
 
-def check_slurm(launcher: dict[str, Any]) -> str | None:
-    """Why a SLURM launcher cannot submit from here (no sbatch, no controller, an unknown
-    partition), in one line; None when it can (or the launcher is not SLURM's)."""
+def check_slurm(launcher: Any) -> str | None:
+    """Why a SLURM launcher (its config: a dict or DictConfig) cannot submit from here (no
+    sbatch, no controller, an unknown partition), in one line; None when it can (or the
+    launcher is not SLURM's)."""
+    if OmegaConf.is_config(launcher):
+        launcher = OmegaConf.to_container(launcher, resolve=True)
     if not is_slurm(launcher):
         return None
     if shutil.which("sbatch") is None:

@@ -1,5 +1,6 @@
 """Shared fixtures: composed tiny training configs, a prepared digits data dir, offline W&B, a
-throwaway PostgreSQL server. Helper functions live in helpers.py."""
+throwaway PostgreSQL server, a throwaway SLURM cluster. Helper functions live in helpers.py
+(and slurm.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import TINY, compose_config, postgres_bindir, postgres_cluster, subprocess_env
 from omegaconf import DictConfig
+from slurm import slurm_binaries, slurm_cluster
 
 from gon.app.data.datasets import prepare
 from gon.app.train.job import train
@@ -80,3 +82,15 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql")
     with postgres_cluster(bindir) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> Iterator[dict[str, str]]:
+    """A throwaway single-node SLURM cluster on 127.0.0.1 (tests/slurm.py): the environment
+    its clients need (SLURM_CONF). Stopped however the tests end. Skipped only when the
+    binaries (slurm-wlm, munge) are absent; needs root (slurmd starts the jobs)."""
+    if not slurm_binaries():
+        pytest.skip("SLURM binaries (slurmctld, slurmd, munged, sbatch) not found: "
+                    "apt-get install slurm-wlm munge")
+    with slurm_cluster() as env:
+        yield env

@@ -196,6 +196,7 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     print(f"no-op dvc repro: {time.perf_counter() - start:.1f} s")
 
     _commit(repo, "results")
+    _share_through_a_remote(repo, tmp_path, env)
     wandb_conf = repo / "conf" / "logger" / "wandb.yaml"  # a tracking setting retrains nothing
     wandb_conf.write_text(wandb_conf.read_text().replace("project: gon", "project: other"))
     assert _status(repo, env) == {}
@@ -210,6 +211,29 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     assert "evaluate.grid_rows" in _run([*DVC, "params", "diff"], repo, env)
     with Image.open(repo / "reports" / "images" / "none-siren-bce-sum" / "superres.png") as img:
         assert img.width == 2 * 34 + 2  # 2 columns of 4x renders of 8 px
+
+
+def _share_through_a_remote(repo: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """docs/experiments.md, "Sharing results": a default remote (a directory here), `dvc push
+    --run-cache`, then a fresh clone with `dvc pull` has the page and the checkpoints, and its
+    `dvc repro` runs no stage."""
+    remote = tmp_path / "remote"
+    _run([*DVC, "remote", "add", "-d", "shared", str(remote)], repo, env)
+    _commit(repo, "the shared remote")
+    out = _run([*DVC, "push", "--run-cache"], repo, env)
+    assert "pushed" in out, out
+    assert list((remote / "runs").rglob("*")), "the run cache was not pushed"
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert not (clone / "reports" / "index.html").exists()  # results come from the remote
+    _run([*DVC, "pull"], clone, env)
+    assert "claims" in (clone / "reports" / "index.html").read_text()
+    assert len(list((clone / "outputs" / "sweep").glob("*/checkpoint.pt"))) == 8
+    assert list((clone / "reports" / "wandb").glob("offline-run-*"))
+    assert (clone / "data" / "prepared" / "digits").is_dir()
+    out = _run([*DVC, "repro"], clone, env)
+    assert "Data and pipelines are up to date" in out and "Running stage" not in out, out
 
 
 def _cmdline(pid: int) -> str:

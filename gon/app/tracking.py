@@ -32,11 +32,27 @@ INIT_TIMEOUT_S = 30.0  # W&B's own default is 90 s, per run
 _offline_since: list[str] = []  # the error that made this process fall back to offline
 
 
+def stable_id(*parts: Any) -> str:
+    """A W&B run id derived from `parts` (the group, the job type, the name, a revision): the
+    same report logged again updates its runs instead of adding new ones."""
+    import hashlib
+
+    return hashlib.sha1("\0".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
 def init_run(init_timeout: float | None = None, **kwargs: Any) -> Any:
     """wandb.init(**kwargs), its start-up wait bounded by `init_timeout` seconds; if an online
     start fails (no network, a bad key, a W&B outage), one warning line and an offline run
-    instead, and offline for the rest of this process."""
+    instead, and offline for the rest of this process. With an explicit `id`, the run resumes
+    that id, and an older offline copy of it in the same dir is replaced."""
+    import shutil
+
     import wandb
+
+    if run_id := kwargs.get("id"):
+        kwargs.setdefault("resume", "allow")
+        for old in Path(kwargs.get("dir") or ".").glob(f"wandb/offline-run-*-{run_id}"):
+            shutil.rmtree(old, ignore_errors=True)
 
     with masked_argv():  # W&B records the command line: no storage password in it
         return _init(wandb, init_timeout, **kwargs)
@@ -79,6 +95,13 @@ class Tracker:
     def id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
+    @property
+    def path(self) -> str | None:
+        """<entity>/<project>/<id> (online), <project>/<id> offline; None without a run."""
+        if self.run is None:
+            return None
+        return "/".join(p for p in (self.run.entity, self.run.project, self.run.id) if p)
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.run is not None:
             self.run.log(metrics, step=step)
@@ -101,8 +124,28 @@ class Tracker:
             self.run = None
 
 
-def start_run(cfg: DictConfig, run_id: str | None = None) -> Tracker:
-    """Start the job's wandb run (resuming `run_id` if given) or return a no-op Tracker."""
+def links() -> dict[str, str]:
+    """Where a run comes from, for its W&B config: the git commit, and under `dvc exp run`
+    the DVC experiment's name."""
+    import subprocess
+
+    out: dict[str, str] = {}
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if proc.returncode == 0:
+            out["git_commit"] = proc.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if exp := os.environ.get("DVC_EXP_NAME"):
+        out["dvc_exp"] = exp
+    return out
+
+
+def start_run(cfg: DictConfig, run_id: str | None = None,
+              extra: dict[str, Any] | None = None) -> Tracker:
+    """Start the job's wandb run (resuming `run_id` if given) or return a no-op Tracker;
+    `extra`: more config keys (the Optuna trial number and study name)."""
     wcfg = cfg.logger.get("wandb") if cfg.get("logger") else None
     if wcfg is None:
         return Tracker()
@@ -122,7 +165,7 @@ def start_run(cfg: DictConfig, run_id: str | None = None) -> Tracker:
         job_type=wcfg.job_type,
         name=wcfg.name or run_name(cfg),  # <variant>/seed<k>
         tags=variant_tags(cfg) + [f"{SEED}={cfg[SEED]}"] + list(wcfg.tags),
-        config={**config, "variant": variant_name(cfg)},  # group by config.variant in the UI
+        config={**config, "variant": variant_name(cfg), **links(), **(extra or {})},
         id=run_id,
         resume="allow" if run_id else None,
         reinit="finish_previous",
@@ -133,9 +176,10 @@ def start_run(cfg: DictConfig, run_id: str | None = None) -> Tracker:
 
 
 @contextmanager
-def tracking(cfg: DictConfig, run_id: str | None = None) -> Iterator[Tracker]:
+def tracking(cfg: DictConfig, run_id: str | None = None,
+             extra: dict[str, Any] | None = None) -> Iterator[Tracker]:
     """`start_run` as a context: the run is finished however the block ends."""
-    tracker = start_run(cfg, run_id)
+    tracker = start_run(cfg, run_id, extra)
     try:
         yield tracker
     except BaseException:

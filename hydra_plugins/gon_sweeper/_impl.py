@@ -3,8 +3,9 @@
 Each round, under the study's lock (gon.app.sweeps.studies.study_lock, so that several
 sweepers can share one study): re-queue trials a dead sweeper left RUNNING, count the study's
 finished trials against n_trials (gon.app.sweeps.trials.budget), ask for at most n_jobs more
-and claim them. Then, without the lock, launch them (trial number = job number = run
-subdir), tell the results, record failures; at the end write the summary.
+and claim them. Then, without the lock, launch them (trial number = job number = run subdir;
+each job reaches its trial through gon.app.sweeps.link), tell the results (pruned, lost,
+failed); at the end write the summary.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from gon.app.reliability.faults import one_line
 from gon.app.reliability.lifecycle import mark_sweeper
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import grid as sg
+from gon.app.sweeps import link, slurm, studies
 from gon.app.sweeps import record as rec
-from gon.app.sweeps import studies
 from gon.app.sweeps import summary as summ
 from gon.app.sweeps import trials as st
 
@@ -46,11 +47,11 @@ class ResumableSweep(OptunaSweeperImpl):
 
     def __init__(self, *args: Any, trials_per_gpu: int | None, heartbeat_s: float,
                  stale_after_s: float, tune_seeds: int | None = None,
-                 retry_failed: bool = False) -> None:
+                 retry_failed: bool = False, pruner: str | None = None) -> None:
         super().__init__(*args)
         self.trials_per_gpu, self.heartbeat_s = trials_per_gpu, heartbeat_s
         self.stale_after_s, self.tune_seeds = stale_after_s, tune_seeds
-        self.retry_failed = retry_failed
+        self.retry_failed, self.pruner = retry_failed, pruner
 
     def _check_settings(self) -> None:
         """Refuse bad sweeper settings, and a config that every trial would fail on (a bad
@@ -69,12 +70,18 @@ class ResumableSweep(OptunaSweeperImpl):
         if bad:
             raise chk.SweepError("invalid sweeper settings: " + "; ".join(
                 f"hydra.sweeper.{b}" for b in bad))
+        link.check_pruner(self.pruner, grid=self._is_grid(), tuned=bool(self.tune_seeds))
+        if why := slurm.check_slurm(self.config.hydra.launcher):
+            raise chk.SweepError(why)
         try:  # the device is the job's to check (a SLURM node has the GPU, not this one)
             validate_config(self.config, check_device=False)
         except ConfigError as e:
             raise chk.SweepError(f"{e} (for every trial; nothing was launched)") from None
 
     # ---------------------------------------------------------------- setting up
+    def _is_grid(self) -> bool:  # before _search_space: the grid sampler is still a partial
+        return isinstance(self.sampler, functools.partial) and \
+            self.sampler.func is optuna.samplers.GridSampler
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution],
                                                            dict[str, Any], list[str], int]:
         """(distributions, fixed params, fixed overrides, n_trials) as upstream, minus the
@@ -89,8 +96,7 @@ class ResumableSweep(OptunaSweeperImpl):
                 log.info("not searching %s: this variant's config has no such key", name)
                 del space[name]
         n_trials, self.grid = self.n_trials, None
-        if isinstance(self.sampler, functools.partial) and \
-                self.sampler.func is optuna.samplers.GridSampler:
+        if self._is_grid():
             grid = {k: self._to_grid_sampler_choices(d) for k, d in space.items()}
             self.sampler, self.grid = self.sampler(grid), grid
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
@@ -139,8 +145,12 @@ class ResumableSweep(OptunaSweeperImpl):
                 dataset = OmegaConf.select(cfg, "dataset.name", default="data")
                 name = rec.default_study_name(search, dataset, storage)
             study = optuna.create_study(study_name=name, storage=storage, sampler=self.sampler,
-                                        directions=directions, load_if_exists=True)
+                                        directions=directions, load_if_exists=True,
+                                        pruner=link.study_pruner(self.pruner))
             chk.check_fingerprint(study, fingerprint)
+            if (metric := fingerprint.get("objective")) and len(directions) == 1:
+                study.set_metric_names([metric])  # the dashboard's axis: val/psnr
+            link.export(url, self.pruner)
             rec.record_study(sweep_dir, name, self.storage, rec.resume_command(sys.argv[1:]))
             if n_trials is not None:
                 study.set_user_attr(chk.N_TRIALS, n_trials)
@@ -238,7 +248,8 @@ class ResumableSweep(OptunaSweeperImpl):
             for trial, o, d in zip(trials, self._configure_trials(
                     trials, space, fixed, fixed_overrides), subdirs, strict=True):
                 o = (*o, f"hydra.sweep.subdir={d}",
-                     f"++hydra.job.env_set.WANDB_RUN_GROUP={group or study.study_name}")
+                     f"++hydra.job.env_set.WANDB_RUN_GROUP={group or study.study_name}",
+                     *link.job_overrides(study, trial))
                 try:
                     self.hydra_context.config_loader.load_sweep_config(self.config, list(o))
                     launch.append((trial, o))
@@ -260,6 +271,8 @@ class ResumableSweep(OptunaSweeperImpl):
 
     def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn | Exception) -> None:
         n = len(study.directions)
+        if isinstance(ret, JobReturn) and link.settle(study, trial, ret._return_value):
+            return  # pruned, or lost on SLURM and re-queued
         try:
             if isinstance(ret, Exception):
                 raise ret
@@ -269,8 +282,8 @@ class ResumableSweep(OptunaSweeperImpl):
                 raise ValueError(f"objective {value!r} is not {n} finite number(s)")
             state = TrialState.COMPLETE
         except Exception as e:
-            trial.set_user_attr(st.ERROR, _one_line(e))
-            log.warning("trial %d failed: %s", trial.number, _one_line(e))
+            trial.set_user_attr(st.ERROR, why := one_line(f"{type(e).__name__}: {e}", 500))
+            log.warning("trial %d failed: %s", trial.number, why)
             state, values = TrialState.FAIL, None
         try:
             study.tell(trial, state=state, values=values)
@@ -288,6 +301,3 @@ class ResumableSweep(OptunaSweeperImpl):
                                              "best_value": best["value"]}),
                            sweep_dir / "optimization_results.yaml")
 
-
-def _one_line(e: BaseException) -> str:
-    return one_line(f"{type(e).__name__}: {e}")

@@ -44,6 +44,9 @@ class GonOptunaSweeperConf(OptunaSweeperConf):
     # seeds 0..k-1 (hparams_search=variants_tuned); null: one study over the whole space
     tune_seeds: int | None = None
     retry_failed: bool = False  # true: re-run the failed trials (in their dirs) on this resume
+    # median | hyperband | none: stop TPE trials whose validation curve lags (each job reports
+    # its curve to its trial); refused for the grid and the tuned comparison
+    pruner: str | None = None
 
 
 ConfigStore.instance().store(
@@ -60,7 +63,8 @@ class GonOptunaSweeper(OptunaSweeper):
                  max_failure_rate: float, custom_search_space: str | None,
                  params: DictConfig | None, trials_per_gpu: int | None = None,
                  heartbeat_s: float = 30.0, stale_after_s: float = 300.0,
-                 tune_seeds: int | None = None, retry_failed: bool = False) -> None:
+                 tune_seeds: int | None = None, retry_failed: bool = False,
+                 pruner: str | None = None) -> None:
         super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs or 1,
                          max_failure_rate, custom_search_space, params)
         from . import _impl, _tuned  # the one lazy import: Hydra imports this file to list plugins
@@ -71,5 +75,5 @@ class GonOptunaSweeper(OptunaSweeper):
             base.sampler, direction, storage, study_name, n_trials, n_jobs or 0,
             max_failure_rate, custom_search_space, params,
             trials_per_gpu=trials_per_gpu, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s,
-            tune_seeds=tune_seeds, retry_failed=retry_failed)
+            tune_seeds=tune_seeds, retry_failed=retry_failed, pruner=pruner)
 

@@ -41,12 +41,15 @@ from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
 from gon.app.evaluate.tables import slug
 from gon.app.metrics import save_png
 from gon.app.reliability.checkpoint import save_csv, save_json, save_text
-from gon.app.tracking import init_run
+from gon.app.tracking import init_run, stable_id
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 
 log = logging.getLogger(__name__)
 
 STATS = ("mean", "sd", "ci95_low", "ci95_high")
+# the report's revision: part of the eval and summary runs' W&B ids, so a re-evaluation updates
+# them; bump it when what those runs hold changes, to start new ones
+REVISION = 1
 CURVE_COLUMNS = ["variant", "step", "psnr_mean", "psnr_ci95_low", "psnr_ci95_high", "n"]
 
 
@@ -160,7 +163,8 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
         tags = variant_tags(OmegaConf.create(shown.config))
         config = {**shown.config, "variant": s.name, "seeds": [r.seed for r in s.runs]}
         flat = {f"test/{m}/{k}": v for m, iv in s.stats.items() for k, v in iv.items()}
-        with init_run(job_type="eval", name=s.name, tags=tags, config=config, **common) as run:
+        with init_run(job_type="eval", name=s.name, tags=tags, config=config, **common,
+                      id=stable_id(common["group"], "eval", s.name, REVISION)) as run:
             images = {g: wandb.Image(a, caption=CAPTIONS[g]) for g, a in shown.grids.items()}
             run.log({**{k: v for k, v in flat.items() if v is not None}, **images})
             run.summary.update({**flat, "place": s.rank.place})
@@ -174,7 +178,8 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
               "objective": comp.metric, "seeds": comp.seeds, **(extra or {})}
     m = comp.metric
     with init_run(job_type="summary", name="partial summary" if extra else "summary",
-                  config=config, **common) as run:
+                  config=config, **common,
+                  id=stable_id(common["group"], "summary", REVISION)) as run:
         logged: dict[str, Any] = {"variants": table, "val_curves": curves,
                                   f"{m}_by_variant": wandb.plot.bar(
                                       table, "variant", f"{m}/mean",

@@ -39,13 +39,14 @@ class SweepStatus:
     failed: list[dict[str, Any]] = field(default_factory=list)
     missing: list[dict[str, Any]] = field(default_factory=list)  # complete, run dir gone
     unfinished: list[dict[str, Any]] = field(default_factory=list)  # running or waiting
+    pruned: list[dict[str, Any]] = field(default_factory=list)  # stopped by the pruner: done
     command: str | None = None  # the command that resumes the sweep (study.json)
     source: str = "study"  # "study", or "summary.json" when the study could not be opened
 
     @property
     def not_started(self) -> int:
         return max(0, self.n_trials - len(self.finished) - len(self.missing) - len(self.failed)
-                   - len(self.unfinished))
+                   - len(self.unfinished) - len(self.pruned))
 
     @property
     def complete(self) -> bool:
@@ -58,7 +59,7 @@ def _params(row: dict[str, Any]) -> str:
 
 def _add(status: SweepStatus, row: dict[str, Any], fate: st.Fate) -> None:
     """File a trial's row under its fate; an interrupted or retried trial's copy stands for it,
-    and a pruned one is left out."""
+    and a pruned one is done (gon-evaluate leaves it out)."""
     if fate is st.Fate.FINISHED:
         ok = all((Path(row["dir"]) / f).exists() for f in ("checkpoint.pt", "metrics.json"))
         (status.finished if ok else status.missing).append(row)
@@ -66,6 +67,8 @@ def _add(status: SweepStatus, row: dict[str, Any], fate: st.Fate) -> None:
         status.failed.append(row)
     elif fate in (st.Fate.RUNNING, st.Fate.WAITING):
         status.unfinished.append(row)
+    elif fate is st.Fate.PRUNED:  # stopped by the pruner: done
+        status.pruned.append(row)
 
 
 def _from_summary(record: rec.StudyRecord) -> SweepStatus | None:
@@ -106,7 +109,8 @@ def sweep_status(sweep_dir: Path, storage: str | None = None) -> SweepStatus | N
     status = SweepStatus(sweep_dir, study.study_name, 0, command=record.command)
     for t, fate in st.classify(study):
         _add(status, summ.trial_row(t, fate, sweep_dir), fate)
-    counted = len(status.finished) + len(status.missing) + len(status.failed)
+    counted = len(status.finished) + len(status.missing) + len(status.failed) + len(
+        status.pruned)
     status.n_trials = int(n_trials) if n_trials is not None else counted + len(status.unfinished)
     return status
 

@@ -29,32 +29,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from gon.app.reliability.lifecycle import file_lock
+from gon.app.trial_link import JOURNAL, journal_path, open_storage  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "journal://"
 ADVISORY_KEY = zlib.crc32(b"gon-optuna-study")  # one lock per database, for every gon study
 _engines: dict[str, Any] = {}  # URL -> SQLAlchemy engine for the advisory lock
-
-
-def journal_path(url: str) -> Path | None:
-    """The file of a journal:// URL (journal:///abs/path or journal://rel/path), else None."""
-    return Path(url.removeprefix(JOURNAL)) if url.startswith(JOURNAL) else None
-
-
-def open_storage(url: str) -> str | optuna.storages.BaseStorage:
-    """What Optuna's create_study/load_study take for `url`: a JournalStorage for journal://,
-    else the URL itself (Optuna opens an RDB storage, creating its schema on first use)."""
-    path = journal_path(url)
-    if path is None:
-        return url
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _is_postgres(url: str) -> bool:

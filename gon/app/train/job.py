@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -42,6 +43,7 @@ from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
 from gon.app.train.loop import build_training, seed_all, train_steps
 from gon.app.train.resume import changed_keys, finished_objective, set_aside
+from gon.app.trial_link import TrialLink
 from gon.app.variants import variant_tags
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,8 @@ def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str,
 class _Job:
     """One training job's state: data, model, optimizer, step, best objective, tracker."""
 
-    def __init__(self, cfg: DictConfig, ckpt: dict | None) -> None:
-        self.cfg, self.t, self.metric = cfg, cfg.train, cfg.optimized_metric
+    def __init__(self, cfg: DictConfig, ckpt: dict | None, link: TrialLink | None = None) -> None:
+        self.cfg, self.t, self.metric, self.link = cfg, cfg.train, cfg.optimized_metric, link
         self.run_dir = Path(cfg.paths.output_dir)
         seed_all(cfg.seed)
         self.device = device = resolve_device(cfg.device, _multirun_job())
@@ -194,11 +196,16 @@ class _Job:
                     log.info("step %d/%d loss_outer=%.4f %.0f img/s", step, t.max_steps, loss,
                              speed)
             if not end and (step % t.eval_every == 0 or step in curve):
-                self.evaluate(tracker, grids=step % t.eval_every == 0)  # grids are dearer
+                value = self.evaluate(tracker, grids=step % t.eval_every == 0)[self.metric]
+                if step in curve and self.link and self.link.report(step, value):
+                    self.checkpoint(tracker)  # the Optuna trial's pruner stops it here
+                    raise optuna.TrialPruned(f"at step {step}: {self.metric}={value:.4f}")
             if step % t.ckpt_every == 0 and not end:
                 self.checkpoint(tracker)
         bar.close()
         metrics = self.evaluate(tracker)
+        if self.link:
+            self.link.report(self.step, metrics[self.metric])  # the curve's last point
         self.checkpoint(tracker)
         return metrics
 
@@ -237,8 +244,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             )
         if (objective := finished_objective(cfg, ckpt, run_dir / "metrics.json")) is not None:
             return objective
-    job = _Job(cfg, ckpt)
-    with tracking(cfg, ckpt.get("wandb_id") if ckpt else None) as tracker, logging_redirect_tqdm():
+    link = TrialLink.from_env()  # the Optuna trial of a gon_optuna sweep's job
+    job = _Job(cfg, ckpt, link)
+    trial = {"optuna_trial": link.number, "optuna_study": link.study.study_name} if link else {}
+    with tracking(cfg, ckpt.get("wandb_id") if ckpt else None, trial) as tracker, \
+            logging_redirect_tqdm():
+        if link:
+            link.set_user_attrs({"run_dir": str(run_dir.resolve()), "wandb_run": tracker.path})
         metrics = job.run(tracker)
         result = {**job.last_train, **metrics, f"{metric}_best": job.best, "step": job.step,
                   "optimized_metric": metric, "objective": metrics[metric],

@@ -1,0 +1,67 @@
+"""What a sweeper hands its jobs so that each reaches its own Optuna trial (gon.app.trial_link):
+the storage URL and the pruner in the sweeper's environment, which every launcher passes on
+(never in a file: the URL may hold a password), and the study name and trial id as per-job
+environment overrides. Also which sweeps may prune: TPE-like searches, never the grid
+comparison nor the tuned comparison's seed runs, where every replicate must finish. And how
+a job that ended unfinished is told: pruned (a PRUNED trial, not a failure) or lost on SLURM
+(re-queued).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from gon.app import trial_link
+from gon.app.sweeps import trials as st
+from gon.app.sweeps.checks import SweepError
+from gon.app.sweeps.slurm import JobLost
+
+log = logging.getLogger(__name__)
+
+
+def check_pruner(pruner: str | None, grid: bool, tuned: bool) -> None:
+    """Refuse an unknown pruner, and any pruner for the grid or the tuned comparison."""
+    if pruner not in (None, *trial_link.PRUNERS):
+        raise SweepError(f"hydra.sweeper.pruner={pruner}: not one of "
+                         f"{', '.join(trial_link.PRUNERS)}")
+    if pruner not in (None, "none") and (grid or tuned):
+        raise SweepError(f"hydra.sweeper.pruner={pruner} with a "
+                         f"{'grid' if grid else 'tuned comparison'}: every replicate of a "
+                         "comparison must finish; prune TPE sweeps only (hparams_search=tpe)")
+
+
+def study_pruner(pruner: str | None) -> optuna.pruners.BasePruner:
+    return trial_link.make_pruner(pruner)
+
+
+def export(url: str, pruner: str | None) -> None:
+    """Put the storage URL and the pruner in this process's environment, which the jobs it
+    launches inherit (in-process, joblib workers, submitit and SLURM jobs alike)."""
+    os.environ[trial_link.STORAGE] = url
+    os.environ[trial_link.PRUNER] = pruner or "none"
+
+
+def job_overrides(study: optuna.Study, trial: optuna.trial.Trial) -> list[str]:
+    """The Hydra overrides that give one job its study name and trial id."""
+    quoted = study.study_name.replace("\\", "\\\\").replace("'", "\\'")
+    return [f"++hydra.job.env_set.{trial_link.STUDY}='{quoted}'",
+            f"++hydra.job.env_set.{trial_link.TRIAL}={trial._trial_id}"]
+
+
+def settle(study: optuna.Study, trial: optuna.trial.Trial, outcome: Any) -> bool:
+    """Tell a trial whose job was pruned (PRUNED, its last reported value kept) or lost on
+    SLURM (re-queued, to run again in its run dir); False for any other outcome."""
+    if isinstance(outcome, optuna.TrialPruned):
+        log.info("trial %d pruned: %s", trial.number, outcome)
+        study.tell(trial, state=TrialState.PRUNED)
+        return True
+    if isinstance(outcome, JobLost):
+        log.warning("trial %d: %s; re-queued", trial.number, outcome)
+        st.requeue(study, study._storage.get_trial(trial._trial_id))
+        return True
+    return False

@@ -1,0 +1,108 @@
+"""Optuna, the jobs and W&B pointing at each other: a TPE sweep whose jobs report their
+validation curves to their trials (named metric, intermediate values, a median pruner that
+prunes, a resume that respects it), trial user attributes naming the run dir and the W&B run,
+W&B runs naming the trial and study; pruning refused for the grid; eval/summary run ids that a
+second report reuses.
+
+$ python -m pytest tests/test_links.py -q
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import run, train_cli
+from optuna.trial import TrialState
+from wandb_reader import read_run
+
+from gon.app import trial_link
+from gon.app.sweeps import link
+from gon.app.sweeps import record as rec
+from gon.app.sweeps.checks import SweepError
+from gon.app.sweeps.status import sweep_status
+from gon.app.tracking import init_run, stable_id
+
+# 8 TPE trials of 30 steps, 6 curve points; with sampler seed 0 one of them is pruned
+TPE = ("hparams_search=tpe", "model.latent_dim=8", "model.num_layers=2", "model.hidden_dim=16",
+       "train.max_steps=30", "train.curve_points=6", "hydra.sweeper.n_trials=8",
+       "hydra.sweeper.sampler.n_startup_trials=4", "hydra.sweeper.pruner=median",
+       "logger=wandb")
+
+
+def _study(sweep_dir: Path) -> optuna.Study:
+    name = json.loads((sweep_dir / rec.RECORD).read_text())["study_name"]
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / rec.DEFAULT_DB}")
+
+
+@pytest.mark.slow
+def test_tpe_sweep_reports_curves_and_prunes(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "tpe"
+    args = train_cli(data_dir, f"hydra.sweep.dir={sweep_dir}", *TPE)
+    out = run(args, tmp_path)
+    study = _study(sweep_dir)
+    assert study.metric_names == ["val/psnr"]  # the dashboard's axis
+    states = [t.state for t in study.trials]
+    assert len(states) == 8, out[-3000:]
+    assert set(states) == {TrialState.COMPLETE, TrialState.PRUNED}, out[-3000:]
+    curve = [5, 10, 15, 20, 25, 30]
+    for t in study.trials:
+        steps = sorted(t.intermediate_values)
+        if t.state == TrialState.COMPLETE:
+            assert steps == curve and t.intermediate_values[30] == pytest.approx(t.value)
+            assert json.loads((sweep_dir / str(t.number) / "metrics.json").read_text())[
+                "objective"] == pytest.approx(t.value)
+        else:  # stopped at a curve point, its last value kept, no metrics.json
+            assert steps == curve[:len(steps)] and len(steps) < 6
+            assert t.value == pytest.approx(t.intermediate_values[steps[-1]])
+            assert not (sweep_dir / str(t.number) / "metrics.json").exists()
+            assert f"trial {t.number} pruned: at step {steps[-1]}" in out
+        assert t.user_attrs["run_dir"] == str((sweep_dir / str(t.number)).resolve())
+        (run_dir,) = (sweep_dir / str(t.number) / "wandb").glob("offline-run-*")
+        wb = read_run(run_dir)
+        assert t.user_attrs["wandb_run"].endswith(f"gon/{wb['run']['id']}")
+        assert wb["config"]["optuna_trial"] == t.number
+        assert wb["config"]["optuna_study"] == study.study_name
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["states"]["PRUNED"] >= 1 and "FAIL" not in summary["states"]
+    status = sweep_status(sweep_dir)  # what gon-evaluate asks: pruned trials are done
+    assert status.complete and len(status.pruned) == summary["states"]["PRUNED"]
+
+    out = run(args, tmp_path)  # resume: a pruned trial is finished, not re-run
+    assert "8/8 trials finished" in out and "Launching" not in out, out[-3000:]
+    assert [t.state for t in _study(sweep_dir).trials] == states
+
+
+@pytest.mark.slow
+def test_the_grid_refuses_a_pruner(tmp_path: Path, data_dir: Path) -> None:
+    sweep_dir = tmp_path / "grid"
+    out = run(train_cli(data_dir, f"hydra.sweep.dir={sweep_dir}", "hparams_search=variants",
+                        "hydra.sweeper.pruner=median"), tmp_path, ok=False)
+    assert "hydra.sweeper.pruner=median with a grid: every replicate of a comparison must " \
+           "finish" in out and "Traceback" not in out, out[-3000:]
+    assert not (sweep_dir / rec.RECORD).exists()
+
+
+def test_pruner_settings() -> None:
+    link.check_pruner(None, grid=True, tuned=True)
+    link.check_pruner("none", grid=True, tuned=False)
+    link.check_pruner("hyperband", grid=False, tuned=False)
+    with pytest.raises(SweepError, match="tuned comparison"):
+        link.check_pruner("median", grid=False, tuned=True)
+    with pytest.raises(SweepError, match="not one of none, median, hyperband"):
+        link.check_pruner("asha", grid=False, tuned=False)
+    assert isinstance(trial_link.make_pruner("hyperband"), optuna.pruners.HyperbandPruner)
+
+
+def test_a_second_report_updates_its_runs(wandb_offline: Path) -> None:
+    """The same stable id logged twice leaves one offline run (one W&B run once synced)."""
+    run_id = stable_id("study-1", "summary", 1)
+    assert run_id == stable_id("study-1", "summary", 1) != stable_id("study-2", "summary", 1)
+    for value in (1.0, 2.0):
+        with init_run(project="gon", dir=str(wandb_offline), job_type="summary", id=run_id,
+                      reinit="finish_previous") as r:
+            r.log({"x": value})
+    (only,) = (wandb_offline / "wandb").glob("offline-run-*")
+    assert only.name.endswith(run_id) and read_run(only)["history"][-1]["x"] == 2

@@ -25,7 +25,7 @@ from helpers import ROOT, alive, children, compose_config, subprocess_env, wait_
 from PIL import Image
 from wandb_reader import read_run
 
-from gon.app.config import validate_config
+from gon.app.config import ConfigError, overrides_from, validate_config
 from gon.app.evaluate.report import GRIDS
 
 DVC = [str(Path(sys.executable).with_name("dvc"))]  # the venv's, activated or not
@@ -59,13 +59,29 @@ def test_params_are_pipeline_knobs_only() -> None:
     validate_config(cfg)  # what the sweep stage passes on composes and is valid
     assert not set(PARAMS) & set(cfg), "a params.yaml key restates a conf/ key"
     assert PARAMS["sweep"]["dataset"] in PARAMS["datasets"]  # fetched before it is trained on
-    for knob in PARAMS["sweep"]:
-        assert f"${{sweep.{knob}}}" in STAGES["sweep"]["cmd"]
-    for stage in ("evaluate", "claims"):
+    for stage in ("sweep", "evaluate", "claims"):
         for knob in PARAMS[stage]:
-            assert f"${{{stage}.{knob}}}" in STAGES[stage]["cmd"]
+            cmd = STAGES[stage]["cmd"]
+            assert f"${{{stage}.{knob}}}" in cmd or f"params.yaml:{stage}.{knob}" in cmd
     assert PARAMS["claims"]["dataset"] in PARAMS["datasets"]
     validate_config(compose_config(_sweep_overrides(TINY_PARAMS)))
+
+
+def test_free_text_overrides_never_reach_the_shell(tmp_path: Path) -> None:
+    """DVC interpolates ${...} into a shell command: the free-text overrides go by reference
+    (--overrides-from params.yaml:<stage>.overrides) and are split, never run, by the app."""
+    for stage in ("sweep", "claims"):
+        assert f"${{{stage}.overrides}}" not in STAGES[stage]["cmd"]
+        assert f"params.yaml:{stage}.overrides" in STAGES[stage]["cmd"]
+    probe = tmp_path / "pwned"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"sweep": {"overrides": (
+        f"'train.lr=choice(1e-3, 3e-3)' model.hidden_dim=16 $(touch {probe})")}}))
+    assert overrides_from(f"{params}:sweep.overrides") == [
+        "train.lr=choice(1e-3, 3e-3)", "model.hidden_dim=16", "$(touch", f"{probe})"]
+    assert not probe.exists()
+    with pytest.raises(ConfigError, match="not a string"):
+        overrides_from(f"{params}:sweep")
 
 
 def _covered(path: str, deps: list[str]) -> bool:

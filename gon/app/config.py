@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,25 @@ FINAL_ACTIVATIONS = {"sigmoid": torch.sigmoid, "none": None}
 
 # the repo's conf/, by path: Hydra would resolve a relative path against the package "gon.app"
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def overrides_from(spec: str) -> list[str]:
+    """The Hydra overrides in a params file's string value, `<file>:<dotted key>` (e.g.
+    params.yaml:sweep.overrides), split as a shell would split them but never run by one: DVC
+    passes the spec, not the value, so nothing from params.yaml reaches a shell."""
+    path, _, key = spec.rpartition(":")
+    if not path or not key:
+        raise ConfigError(f"--overrides-from {spec!r}: expected <file>:<dotted key>")
+    try:
+        value = OmegaConf.select(OmegaConf.load(path), key, default=None)
+    except OSError as e:
+        raise ConfigError(f"--overrides-from {spec!r}: {e.strerror}") from e
+    if not isinstance(value, str):
+        raise ConfigError(f"--overrides-from {spec!r}: {key} is not a string in {path}")
+    try:
+        return shlex.split(value)
+    except ValueError as e:
+        raise ConfigError(f"--overrides-from {spec!r}: {e}") from e
 
 
 def compose(overrides: list[str], hydra: bool = False) -> DictConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gon.app.claims.run import log_wandb, run_claims
 from gon.app.claims.table import CLAIMS_FILE
-from gon.app.config import compose
+from gon.app.config import ConfigError, compose, overrides_from
 from gon.app.reliability.checkpoint import save_json
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="worker processes (one thread each)")
     p.add_argument("--overrides", default="", help="Hydra overrides for every trial")
+    p.add_argument("--overrides-from", metavar="FILE:KEY",
+                   help="overrides in a params file's value, e.g. params.yaml:claims.overrides")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", type=Path, default=Path("reports"))
     p.add_argument("--no-wandb", action="store_true")
@@ -39,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     if args.steps < 1 or args.jobs < 1 or len(args.seeds) < 1:
         p.error("--steps and --jobs must be >= 1 and --seeds non-empty")
+    try:
+        overrides = overrides_from(args.overrides_from) if args.overrides_from else []
+    except ConfigError as e:
+        p.error(str(e))
     claims = run_claims(args.dataset, args.steps, args.seeds, args.jobs,
-                        args.overrides.split(), args.data_dir)
+                        [*args.overrides.split(), *overrides], args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     save_json(args.out / CLAIMS_FILE, claims)
     for e in claims["entries"]:

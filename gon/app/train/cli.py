@@ -15,7 +15,7 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
-from gon.app.config import CONF_DIR
+from gon.app.config import CONF_DIR, ConfigError, overrides_from
 from gon.app.reliability.faults import Fault, describe, run_cli
 from gon.app.reliability.lifecycle import bind_to_sweeper
 from gon.app.train.job import EXPECTED, DivergenceError, _multirun_job, train
@@ -70,6 +70,14 @@ def unknown_search(argv: list[str]) -> str | None:
 def cli() -> None:
     """`python -m gon.train` and the console script `gon-train`: one line for every fault,
     exit 130 on Ctrl-C (gon.app.faults.run_cli)."""
+    for i, arg in enumerate(sys.argv):  # DVC's sweep stage: overrides read from params.yaml
+        if arg.startswith("--overrides-from="):
+            try:
+                sys.argv[i:i + 1] = overrides_from(arg.partition("=")[2])
+            except ConfigError as e:
+                sys.stderr.write(f"error: {e}\n")
+                sys.exit(1)
+            break
     if msg := unknown_search(sys.argv[1:]):
         sys.stderr.write(f"error: {msg}\n")
         sys.exit(1)

@@ -90,6 +90,9 @@ def test_entries_schema_and_section() -> None:
                 "figures"} <= set(e)
         assert e["verdict"] in VERDICTS and len(e["values"]) == e["n"] == 2
     assert {e["claim"] for e in table} == set("abcdef")
+    (linear,) = [e for e in table if e["id"] == "d.linear_map_vs_mlp@steps"]  # the ablation
+    assert (linear["contender"], linear["baseline"]) == ("modulated_linear", "modulated_matched")
+    assert "block.linear_map=true" in TRIALS["modulated_linear"]
     ids = [e["id"] for e in table]
     assert len(set(ids)) == len(ids) and "a.second_order@time" in ids
     setup = {"dataset": "digits", "seeds": [0, 1], "steps": 10, "time_budget_s": 1.0,
@@ -120,6 +123,9 @@ def test_claims_cli_writes_the_table(data_dir: Path, tmp_path: Path, wandb_offli
         assert e["verdict"] in VERDICTS
         if e["budget"] == "steps":
             assert e["figures"]["contender"]["step"] == [2, 2]
+    (d,) = [e for e in claims["entries"] if e["id"] == "d.linear_map_vs_mlp@steps"]
+    # num_layers=2: one modulation, one linear layer either way, so equal at the same width
+    assert d["params"]["contender"] == d["params"]["baseline"]
     (f,) = [e for e in claims["entries"] if e["id"] == "f.variational_gon_vs_vae@steps"]
     nelbo = f["figures"]["contender"]["nelbo"] + f["figures"]["baseline"]["nelbo"]
     assert len(nelbo) == 4 and all(math.isfinite(x) and x > 0 for x in nelbo)

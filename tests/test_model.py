@@ -18,6 +18,7 @@ from gon import (
     SirenBlockFactory,
     make_grid,
 )
+from gon.app.build import count_params
 
 
 @pytest.mark.parametrize(
@@ -116,6 +117,27 @@ def test_modulated_first_layer_ignores_latent():
     assert not torch.allclose(
         model(make_grid(4, 4), torch.randn(2, 8)), model(make_grid(4, 4), torch.randn(2, 8))
     )
+
+
+def test_linear_modulation_map_is_one_affine_map_of_the_latent():
+    from gon.app.build import build_decoder
+    from gon.app.config import compose
+
+    cfg = compose(["block=modulated", "block.linear_map=true", "model.hidden_dim=16"])
+    dec = build_decoder(cfg, channels=1)  # the config key reaches the library's option
+    mod = dec.mod_network
+    assert mod.linear and len(mod.layers) == 1 and mod.layers[0].out_features == 16 * 2
+    z, w = torch.randn(3, cfg.model.latent_dim), torch.randn(3, cfg.model.latent_dim)
+    mods = mod(z)  # affine: m(z) + m(w) = m(z + w) + m(0), with negative entries (no ReLU)
+    assert [m.shape for m in mods] == [(3, 16)] * 2 and min(m.min() for m in mods) < 0
+    for a, b, c, d in zip(mods, mod(w), mod(z + w), mod(torch.zeros_like(z)), strict=True):
+        torch.testing.assert_close(a + b, c + d, rtol=1e-5, atol=1e-5)
+    default = build_decoder(compose(["block=modulated", "model.hidden_dim=16"]), channels=1)
+    assert not default.mod_network.linear and len(default.mod_network.layers) == 2
+    assert count_params(dec) < count_params(default)  # no hidden (H+d) x H layer
+    out = dec(make_grid(4, 4), z.requires_grad_())
+    out.sum().backward()  # the latent's gradient flows through the linear map
+    assert z.grad is not None and z.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("block", ["siren", "relu"])

@@ -44,6 +44,7 @@ TRIALS: dict[str, list[str]] = {
     "autoencoder": ["encoder=autoencoder"],
     "autoencoder_matched": ["encoder=autoencoder_matched"],
     "modulated_matched": ["block=modulated"],  # hidden_dim solved to the GON's parameters
+    "modulated_linear": ["block=modulated", "block.linear_map=true"],  # the same hidden_dim
     "k1_learned": ["model.step_size=per_dim"],
     **{f"k{k}_{s}": [f"model.latent_updates={k}", f"model.step_size={step}"]
        for k in KS for s, step in (("fixed", "fixed"), ("learned", "per_dim"))},
@@ -75,6 +76,10 @@ COMPARISONS: list[tuple[str, str, str, str, str, str, str]] = [
     ("d", "modulated_vs_siren", "modulated_matched", "gon", "mse_ratio",
      "a modulated SIREN reconstructs better than a concatenated SIREN of equal parameters",
      "Mehta et al. 2021 (no GON figure)"),
+    ("d", "linear_map_vs_mlp", "modulated_linear", "modulated_matched", "mse_ratio",
+     "a linear latent-to-modulation map reconstructs better than the ReLU MLP map (same width)",
+     "functa (Dupont et al. 2022): a linear map by default; its maintainers report a deeper "
+     "map trains worse (no figure)"),
     ("e", "k1_learned_vs_one_step", "k1_learned", "gon", "gain_db",
      "a learned per-dimension step size (meta-SGD) gains over the fixed step",
      "COIN++ CIFAR-10: 3 -> 10 inner steps add 0.29-0.61 dB"),

@@ -28,6 +28,7 @@ from wandb_reader import read_run
 from gon import make_grid
 from gon.app.build import build_model
 from gon.app.evaluate.cli import main
+from gon.app.evaluate.compare import compare
 from gon.app.evaluate.page import STRIP
 from gon.app.evaluate.report import GRIDS, log_wandb, summary_columns, write_report
 from gon.app.evaluate.runs import encode, evaluate_sweep, find_runs, variant_name
@@ -59,6 +60,9 @@ def test_every_run_scored(variants: list) -> None:
     for v in variants:
         m = v.metrics
         assert {"mse", "psnr", "ssim", "bce", "probe_acc", "steps", "params"} <= set(m)
+        assert m["diverged"] == 0.0  # train.loop.divergence, through metrics.json
+        done = json.loads((v.run_dir / "metrics.json").read_text())
+        assert done["diverged"] is False and done["divergence"] is None
         assert all(isinstance(x, int | float) and math.isfinite(x) for x in m.values())
         assert 0 < m["mse"] < 1 and 0 <= m["probe_acc"] <= 1 and m["steps"] == 12
         assert [r["step"] for r in v.curve] == [2, 4, 5, 6, 8, 10, 12]  # log and eval steps
@@ -402,3 +406,18 @@ def test_an_unfinished_extension_is_not_scored(tiny_sweep: Path, tmp_path: Path)
     shutil.rmtree(sweep / "0")
     with pytest.raises(FileNotFoundError, match="no finished runs"):
         evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)
+
+
+def test_a_run_flagged_diverged_is_left_out(tiny_sweep: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep, sweep)
+    flagged = next(r for r in find_runs(sweep) if r.name == "2")  # siren seed 1 (of 2 seeds)
+    done = json.loads((flagged / "metrics.json").read_text())
+    (flagged / "metrics.json").write_text(json.dumps(done | {"diverged": True}))
+    variants = evaluate_sweep(sweep, torch.device("cpu"), probe_images=64, rows=2)
+    (v,) = [v for v in variants if v.run_dir == flagged]
+    assert v.metrics["diverged"] == 1.0
+    (summary,) = [s for s in compare(variants).variants if s.name == v.name]
+    assert summary.diverged == 1 and summary.stats["psnr"]["n"] == 1 and len(summary.runs) == 2
+    assert summary.stats["psnr"]["mean"] == next(r for r in variants if r.name == v.name
+                                                 and r is not v).metrics["psnr"]

@@ -85,7 +85,9 @@ def claims_section(claims: dict[str, Any] | None) -> str:
                                               "verdict", "anchor"))
     rows = []
     for e in claims["entries"]:
-        if e["ci95"] is None:  # batch_dependence: the largest, against the baseline's smallest
+        if not e["values"]:  # every seed but one diverged (gon.app.claims.table.compare)
+            summary = "no seeds left"
+        elif e["ci95"] is None:  # batch_dependence: the largest, against the baseline's smallest
             summary = (f"max {_claim_fmt(e['mean'])} (baseline min "
                        f"{_claim_fmt(min(e['baseline_values']))}, tolerance {BATCH_TOL:g})")
         else:
@@ -94,8 +96,8 @@ def claims_section(claims: dict[str, Any] | None) -> str:
         cells = [f"{e['claim']}: {e['statement']}", e["budget"],
                  f"{e['contender']} vs {e['baseline']}",
                  f"{e['params']['contender']} / {e['params']['baseline']}", e["measure"],
-                 summary, ", ".join(_claim_fmt(v) for v in e["values"]), e["verdict"],
-                 e["anchor"]]
+                 summary, ", ".join(_claim_fmt(v) for v in e["values"]),
+                 e["verdict"] + (f" ({e['note']})" if e.get("note") else ""), e["anchor"]]
         rows.append(f'<tr class="{esc(e["verdict"])}">'
                     + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     return (f'<h2 id="claims">Claims</h2><p>{esc(s["dataset"])}, seeds '

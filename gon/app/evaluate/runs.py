@@ -167,7 +167,9 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     name, drawn = variant_name(cfg), set() if drawn is None else drawn
     images = {} if name in drawn else make_grids(model, test, recon, z_test, z_train, rows)
     drawn.add(name)
-    metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters())}
+    metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters()),
+                "diverged": float(bool(json.loads((run_dir / "metrics.json").read_text())
+                                       .get("diverged")))}  # 1.0: left out of the comparison
     log.debug("%s evaluated in %.1f s", run_dir, time.perf_counter() - tic)
     curve = [{"step": r["step"], "loss_outer": r["train/loss_outer"],
               "loss_inner": r["train/loss_inner"]}

@@ -61,6 +61,10 @@ def test_every_run_scored(variants: list) -> None:
         m = v.metrics
         assert {"mse", "psnr", "ssim", "bce", "probe_acc", "steps", "params"} <= set(m)
         assert m["diverged"] == 0.0  # train.loop.divergence, through metrics.json
+        # the encoding curve: k' = 1 .. 2k latent steps for k = 1; k' = k is the test PSNR
+        assert [r["steps"] for r in v.encoding_curve] == [1, 2]
+        assert v.encoding_curve[0]["psnr"] == pytest.approx(m["psnr"]) and math.isfinite(
+            v.encoding_curve[1]["psnr"]) and v.encoding_curve[1]["psnr"] != m["psnr"]
         done = json.loads((v.run_dir / "metrics.json").read_text())
         assert done["diverged"] is False and done["divergence"] is None
         assert all(isinstance(x, int | float) and math.isfinite(x) for x in m.values())
@@ -273,6 +277,11 @@ def test_cli(tiny_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "dropped block: confounded" in out and "ranking by test psnr" in out
     assert json.loads((tmp_path / "r" / "metrics.json").read_text()).keys() >= {"best"}
     assert not any((tmp_path / "r" / "wandb").iterdir())  # there (a DVC out), but empty
+    curve = json.loads((tmp_path / "r" / "encoding_curve.json").read_text())
+    siren = [r for r in curve if r["variant"] == "none-siren-bce-sum"]
+    assert [(r["steps"], r["n"], r["seeds"]) for r in siren] == [(1, 2, [0, 1]), (2, 2, [0, 1])]
+    assert siren[0]["psnr_ci95_low"] < siren[0]["psnr_mean"] < siren[0]["psnr_ci95_high"]
+    assert siren[0]["trained_steps"] == 1 and len(siren[0]["psnr_per_seed"]) == 2
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), str(tmp_path / "r2"), "--no-wandb"]) == 1
 

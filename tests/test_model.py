@@ -179,6 +179,32 @@ def test_overfits_sixteen_digits():
     assert mse() < start / 5
 
 
+def test_encode_with_any_number_of_steps():
+    torch.manual_seed(6)
+    coords, x = make_grid(5, 5), torch.rand(6, 5, 5, 1)
+    model = make_gon(updates=2, step_size="per_dim", seed=6)
+    with torch.no_grad():
+        model.step_sizes.copy_(torch.rand(2, 8) + 0.5)
+    torch.testing.assert_close(model.encode(coords, x, steps=2), model.encode(coords, x))
+    z = model.get_init_latent(6).requires_grad_(True)  # by hand: 4 steps, the last size reused
+    for alpha in (*model.step_sizes, model.step_sizes[-1], model.step_sizes[-1]):
+        (g,) = torch.autograd.grad(model.inner_objective(coords, z, x), z)
+        z = (z - alpha * g).detach().requires_grad_(True)
+    torch.testing.assert_close(model.encode(coords, x, steps=4), z.detach())
+    z0 = model.get_init_latent(6).requires_grad_(True)  # one step: the closed form
+    (g,) = torch.autograd.grad(model.inner_objective(coords, z0, x), z0)
+    one = model.encode(coords, x, steps=1)
+    torch.testing.assert_close(one, z0.detach() - model.step_sizes[0].detach() * g,
+                               rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(one, model.encode(coords, x, steps=3))
+    fixed = make_gon(updates=1, seed=6)  # trained with one fixed step: two steps of size 1
+    two = fixed.encode(coords, x, steps=2)
+    z, _ = fixed.latent_steps(coords, x, fixed.encode(coords, x, steps=1), first=1, steps=2)
+    torch.testing.assert_close(two, z.detach(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        model.encode(coords, x, steps=0)
+
+
 def test_sampling_slerp_and_super_resolution():
     torch.manual_seed(5)
     model = make_gon(channels=3)

@@ -179,6 +179,10 @@ def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> N
     sources = re.findall(r'<img src="([^"]+)"', body)
     assert len(sources) == 2 * len(GRIDS) + 1 + 2  # grids per variant; the strip's rows
     assert all((tmp_path / s).is_file() for s in sources)  # relative paths that exist
+    section = body[body.index('id="encoding"'):body.index('id="claims"') if 'id="claims"'
+                   in body else None]  # the encoding curve: k' = 1, 2 for the trained k = 1
+    assert "k&#x27;=2" in section or "k'=2" in section
+    assert section.count("<tr>") == 1 + 2  # the head, a row per variant
     best = comp.best.name
     # one seed on a side: the pair is not tested, so both share place 1 (shown as =1)
     assert f'<tr class="best"><td>=1</td><td><a href="#{best}"' in page

@@ -94,10 +94,9 @@ def encoding_curve(model: GON, coords: torch.Tensor, images: torch.Tensor,
             for k in range(1, 2 * model.latent_updates + 1)]
 
 
-def write_encoding_curve(variants: list[Variant], out_dir: Path) -> Path:
-    """<out_dir>/encoding_curve.json: one row per (variant, k') of the runs that did not
-    diverge: the trained k, the mean test PSNR over seeds with its 95 % interval, n and the
-    per-seed values (a DVC plot: x steps, y psnr_mean)."""
+def encoding_rows(variants: list[Variant]) -> list[dict]:
+    """One row per (variant, k') of the runs that did not diverge: the trained k, the mean test
+    PSNR over seeds with its 95 % interval, n and the per-seed values."""
     by: dict[str, list[Variant]] = {}
     for v in variants:
         if v.encoding_curve and not v.metrics.get("diverged"):
@@ -112,9 +111,14 @@ def write_encoding_curve(variants: list[Variant], out_dir: Path) -> Path:
                 "psnr_ci95_low": iv["ci95_low"], "psnr_ci95_high": iv["ci95_high"],
                 "n": iv["n"], "seeds": [r.seed for r in runs], "psnr_per_seed": values,
                 "images": int(runs[0].metrics.get("encoding_curve_images", 0))})
+    return rows
+
+
+def write_encoding_curve(variants: list[Variant], out_dir: Path) -> Path:
+    """<out_dir>/encoding_curve.json: ``encoding_rows`` (a DVC plot: x steps, y psnr_mean)."""
     path = out_dir / ENCODING_CURVE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1) + "\n")
+    path.write_text(json.dumps(encoding_rows(variants), indent=1) + "\n")
     return path
 
 

@@ -29,7 +29,7 @@ from gon.app.metrics import (
     render,
     sample_codes,
 )
-from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
+from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint, save_json
 from gon.app.stats import interval
 from gon.app.train.resume import ASIDE
 from gon.app.variants import Variant, run_name, variant_name
@@ -118,7 +118,7 @@ def write_encoding_curve(variants: list[Variant], out_dir: Path) -> Path:
     """<out_dir>/encoding_curve.json: ``encoding_rows`` (a DVC plot: x steps, y psnr_mean)."""
     path = out_dir / ENCODING_CURVE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(encoding_rows(variants), indent=1) + "\n")
+    save_json(path, encoding_rows(variants), sort_keys=False)  # atomic, as every report file
     return path
 
 

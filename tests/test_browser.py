@@ -22,7 +22,7 @@ from helpers import ROOT, browse, chromium, subprocess_env
 from PIL import Image
 
 from gon.app.evaluate.report import write_report
-from gon.app.evaluate.runs import evaluate_sweep
+from gon.app.evaluate.runs import evaluate_sweep, write_encoding_curve
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium() is None, reason="chromium is not installed")]
@@ -52,6 +52,7 @@ def reports(tiny_sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     runs = evaluate_sweep(tiny_sweep, torch.device("cpu"), probe_images=200, rows=4)
     write_report(runs, repo / "reports")
+    write_encoding_curve(runs, repo / "reports")  # as gon.evaluate does
     return repo
 
 
@@ -64,7 +65,8 @@ def test_dvc_plots_are_drawn_offline(reports: Path, tmp_path: Path) -> None:
     html = page.read_text()
     assert "cdn.jsdelivr" not in html and "<script src" not in html  # nothing to fetch
     n_charts = html.count("vegaEmbed(")
-    assert n_charts == 2 + 2  # variants.csv bars, val_curves.csv lines, a training curve each
+    # variants.csv bars, val_curves.csv lines, a training curve each, the encoding curve
+    assert n_charts == 2 + 2 + 1
     dom, png = browse(page, tmp_path / "plots.png")
     assert dom.count('class="marks"') == n_charts, "a Vega chart was not drawn"
     assert _pixels_near(png, VEGA_BLUE) > 500, "the charts are blank"

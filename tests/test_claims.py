@@ -28,8 +28,11 @@ from gon.app.claims.table import (
     entries,
     verdict,
 )
+from gon.app.claims.trials import run_trial
+from gon.app.config import compose
 from gon.app.evaluate.page import claims_section
 from gon.app.stats import ci95
+from gon.app.train.loop import DIVERGED_LOSS_FACTOR, DIVERGED_PSNR_DROP_DB, divergence
 
 
 def test_t_interval_on_known_numbers() -> None:
@@ -90,6 +93,9 @@ def test_entries_schema_and_section() -> None:
                 "figures"} <= set(e)
         assert e["verdict"] in VERDICTS and len(e["values"]) == e["n"] == 2
     assert {e["claim"] for e in table} == set("abcdef")
+    (linear,) = [e for e in table if e["id"] == "d.linear_map_vs_mlp@steps"]  # the ablation
+    assert (linear["contender"], linear["baseline"]) == ("modulated_linear", "modulated_matched")
+    assert "block.linear_map=true" in TRIALS["modulated_linear"]
     ids = [e["id"] for e in table]
     assert len(set(ids)) == len(ids) and "a.second_order@time" in ids
     setup = {"dataset": "digits", "seeds": [0, 1], "steps": 10, "time_budget_s": 1.0,
@@ -120,6 +126,9 @@ def test_claims_cli_writes_the_table(data_dir: Path, tmp_path: Path, wandb_offli
         assert e["verdict"] in VERDICTS
         if e["budget"] == "steps":
             assert e["figures"]["contender"]["step"] == [2, 2]
+    (d,) = [e for e in claims["entries"] if e["id"] == "d.linear_map_vs_mlp@steps"]
+    # num_layers=2: one modulation, one linear layer either way, so equal at the same width
+    assert d["params"]["contender"] == d["params"]["baseline"]
     (f,) = [e for e in claims["entries"] if e["id"] == "f.variational_gon_vs_vae@steps"]
     nelbo = f["figures"]["contender"]["nelbo"] + f["figures"]["baseline"]["nelbo"]
     assert len(nelbo) == 4 and all(math.isfinite(x) and x > 0 for x in nelbo)
@@ -129,3 +138,65 @@ def test_claims_cli_writes_the_table(data_dir: Path, tmp_path: Path, wandb_offli
     run = read_run(run_dir)
     assert run["run"]["job_type"] == "claims"
     assert run["history"][0]["claims/_type"] == "table-file"
+
+
+def test_divergence_rule_on_known_curves() -> None:
+    steady = [5.0, 3.0] + [2.1, 1.9] * 14  # window means 2.4, 2.0, 2.0
+    assert divergence(steady) is None and divergence(steady, [20.0, 21.0, 20.5]) is None
+    assert "non-finite" in divergence([*steady, math.nan])
+    exploded = steady + [DIVERGED_LOSS_FACTOR * 2.0 * 1.1] * 10  # its last window
+    assert "exploded" in divergence(exploded)
+    assert divergence(steady + [DIVERGED_LOSS_FACTOR * 2.0 * 0.9] * 10) is None
+    fell = [22.0, 22.0 - DIVERGED_PSNR_DROP_DB - 0.1]  # the issue's +1.48 -> -4.59 dB seed
+    assert "fell" in divergence(steady, fell) and divergence(steady, [22.0, 19.5]) is None
+    assert divergence(steady, [19.0, math.nan]) is not None
+    assert divergence([4.0, 40.0, 4.0], window=1) is None  # it came back: the last counts
+
+
+def test_diverged_seeds_are_counted_not_averaged() -> None:
+    # claim e at equal steps, seed 2's contender diverged (its gain was -4.59 dB, not a number)
+    cont = [{"psnr": 21.5, "mse": 1}, {"psnr": 21.2, "mse": 1},
+            {"psnr": 15.4, "mse": 1, "diverged": "PSNR fell"}]
+    base = [{"psnr": 20.0, "mse": 1}] * 3
+    e = compare("gain_db", cont, base)
+    assert e["values"] == pytest.approx([1.5, 1.2]) and e["n"] == 2 and e["used"] == [0, 1]
+    assert e["ci95"] == pytest.approx(list(ci95([1.5, 1.2])))
+    assert e["diverged"] == {"contender": 1, "baseline": 0}
+    assert "1 of 3 contender seeds diverged" in e["note"]
+    base[1] = base[1] | {"diverged": "non-finite loss"}  # one seed left: no verdict at all
+    assert compare("gain_db", cont, base)["verdict"] == "diverged"
+    assert compare("batch_dependence", [r | {"batch_dependence": 0.0} for r in cont],
+                   [r | {"batch_dependence": 1.0} for r in base])["verdict"] == "diverged"
+
+
+def test_collapsed_models_are_not_ranked() -> None:
+    vgon = [{"nelbo": 150.0, "kl": 0.2}, {"nelbo": 151.0, "kl": 0.4}]
+    vae = [{"nelbo": 160.0, "kl": 0.1}, {"nelbo": 161.0, "kl": 0.3}]
+    e = compare("nelbo_ratio", vgon, vae)
+    assert e["verdict"] == "collapsed" and "collapsed to the prior" in e["note"]
+    alive = [r | {"kl": 25.0} for r in vgon], [r | {"kl": 20.0} for r in vae]
+    assert compare("nelbo_ratio", *alive)["verdict"] == "holds"
+
+
+def test_a_diverging_trial_is_reported_not_raised() -> None:
+    cfg = compose(["logger=none", "device=cpu", "train.lr=1e3", "model.hidden_dim=16",
+                   "model.latent_dim=8", "model.num_layers=2", "train.batch_size=16",
+                   "model.latent_updates=3"])
+    torch.manual_seed(0)
+    images = torch.rand(48, 6, 6, 1)
+    r = run_trial(cfg, images[:32], images[32:], steps=30, seconds=60.0)
+    for key in ("at_steps", "at_time"):  # it stopped at the first non-finite loss
+        assert "non-finite" in r[key]["diverged"] and math.isnan(r[key]["psnr"])
+        assert r[key]["step"] < 30
+    table = entries({n: [r, r] if n == "k3_fixed" else [_ok(), _ok()] for n in TRIALS}, [0, 1])
+    (e,) = [e for e in table if e["id"] == "e.k3_fixed_vs_one_step@steps"]
+    assert e["verdict"] == "diverged" and e["diverged"]["contender"] == 2
+    assert e["seeds_used"] == [] and "no seeds left" in claims_section(
+        {"setup": {"dataset": "d", "seeds": [0, 1], "steps": 30, "time_budget_s": 1.0,
+                   "rule": "r"}, "entries": table})
+
+
+def _ok() -> dict:
+    figs = {"step": 30, "seconds": 1.0, "mse": 0.01, "psnr": 20.0, "nelbo": 30.0, "kl": 5.0,
+            "diverged": None}
+    return {"params": 10, "batch_dependence": 0.0, "at_steps": figs, "at_time": figs}

@@ -28,6 +28,7 @@ from wandb_reader import read_run
 from gon import make_grid
 from gon.app.build import build_model
 from gon.app.evaluate.cli import main
+from gon.app.evaluate.compare import compare
 from gon.app.evaluate.page import STRIP
 from gon.app.evaluate.report import GRIDS, log_wandb, summary_columns, write_report
 from gon.app.evaluate.runs import encode, evaluate_sweep, find_runs, variant_name
@@ -59,6 +60,13 @@ def test_every_run_scored(variants: list) -> None:
     for v in variants:
         m = v.metrics
         assert {"mse", "psnr", "ssim", "bce", "probe_acc", "steps", "params"} <= set(m)
+        assert m["diverged"] == 0.0  # train.loop.divergence, through metrics.json
+        # the encoding curve: k' = 1 .. 2k latent steps for k = 1; k' = k is the test PSNR
+        assert [r["steps"] for r in v.encoding_curve] == [1, 2]
+        assert v.encoding_curve[0]["psnr"] == pytest.approx(m["psnr"]) and math.isfinite(
+            v.encoding_curve[1]["psnr"]) and v.encoding_curve[1]["psnr"] != m["psnr"]
+        done = json.loads((v.run_dir / "metrics.json").read_text())
+        assert done["diverged"] is False and done["divergence"] is None
         assert all(isinstance(x, int | float) and math.isfinite(x) for x in m.values())
         assert 0 < m["mse"] < 1 and 0 <= m["probe_acc"] <= 1 and m["steps"] == 12
         assert [r["step"] for r in v.curve] == [2, 4, 5, 6, 8, 10, 12]  # log and eval steps
@@ -171,6 +179,10 @@ def test_index_html_is_offline_and_complete(variants: list, tmp_path: Path) -> N
     sources = re.findall(r'<img src="([^"]+)"', body)
     assert len(sources) == 2 * len(GRIDS) + 1 + 2  # grids per variant; the strip's rows
     assert all((tmp_path / s).is_file() for s in sources)  # relative paths that exist
+    section = body[body.index('id="encoding"'):body.index('id="claims"') if 'id="claims"'
+                   in body else None]  # the encoding curve: k' = 1, 2 for the trained k = 1
+    assert "k&#x27;=2" in section or "k'=2" in section
+    assert section.count("<tr>") == 1 + 2  # the head, a row per variant
     best = comp.best.name
     # one seed on a side: the pair is not tested, so both share place 1 (shown as =1)
     assert f'<tr class="best"><td>=1</td><td><a href="#{best}"' in page
@@ -269,6 +281,11 @@ def test_cli(tiny_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "dropped block: confounded" in out and "ranking by test psnr" in out
     assert json.loads((tmp_path / "r" / "metrics.json").read_text()).keys() >= {"best"}
     assert not any((tmp_path / "r" / "wandb").iterdir())  # there (a DVC out), but empty
+    curve = json.loads((tmp_path / "r" / "encoding_curve.json").read_text())
+    siren = [r for r in curve if r["variant"] == "none-siren-bce-sum"]
+    assert [(r["steps"], r["n"], r["seeds"]) for r in siren] == [(1, 2, [0, 1]), (2, 2, [0, 1])]
+    assert siren[0]["psnr_ci95_low"] < siren[0]["psnr_mean"] < siren[0]["psnr_ci95_high"]
+    assert siren[0]["trained_steps"] == 1 and len(siren[0]["psnr_per_seed"]) == 2
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), str(tmp_path / "r2"), "--no-wandb"]) == 1
 
@@ -402,3 +419,18 @@ def test_an_unfinished_extension_is_not_scored(tiny_sweep: Path, tmp_path: Path)
     shutil.rmtree(sweep / "0")
     with pytest.raises(FileNotFoundError, match="no finished runs"):
         evaluate_sweep(sweep, torch.device("cpu"), probe_images=50, rows=2)
+
+
+def test_a_run_flagged_diverged_is_left_out(tiny_sweep: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep, sweep)
+    flagged = next(r for r in find_runs(sweep) if r.name == "2")  # siren seed 1 (of 2 seeds)
+    done = json.loads((flagged / "metrics.json").read_text())
+    (flagged / "metrics.json").write_text(json.dumps(done | {"diverged": True}))
+    variants = evaluate_sweep(sweep, torch.device("cpu"), probe_images=64, rows=2)
+    (v,) = [v for v in variants if v.run_dir == flagged]
+    assert v.metrics["diverged"] == 1.0
+    (summary,) = [s for s in compare(variants).variants if s.name == v.name]
+    assert summary.diverged == 1 and summary.stats["psnr"]["n"] == 1 and len(summary.runs) == 2
+    assert summary.stats["psnr"]["mean"] == next(r for r in variants if r.name == v.name
+                                                 and r is not v).metrics["psnr"]

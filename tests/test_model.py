@@ -18,6 +18,7 @@ from gon import (
     SirenBlockFactory,
     make_grid,
 )
+from gon.app.build import count_params
 
 
 @pytest.mark.parametrize(
@@ -118,6 +119,27 @@ def test_modulated_first_layer_ignores_latent():
     )
 
 
+def test_linear_modulation_map_is_one_affine_map_of_the_latent():
+    from gon.app.build import build_decoder
+    from gon.app.config import compose
+
+    cfg = compose(["block=modulated", "block.linear_map=true", "model.hidden_dim=16"])
+    dec = build_decoder(cfg, channels=1)  # the config key reaches the library's option
+    mod = dec.mod_network
+    assert mod.linear and len(mod.layers) == 1 and mod.layers[0].out_features == 16 * 2
+    z, w = torch.randn(3, cfg.model.latent_dim), torch.randn(3, cfg.model.latent_dim)
+    mods = mod(z)  # affine: m(z) + m(w) = m(z + w) + m(0), with negative entries (no ReLU)
+    assert [m.shape for m in mods] == [(3, 16)] * 2 and min(m.min() for m in mods) < 0
+    for a, b, c, d in zip(mods, mod(w), mod(z + w), mod(torch.zeros_like(z)), strict=True):
+        torch.testing.assert_close(a + b, c + d, rtol=1e-5, atol=1e-5)
+    default = build_decoder(compose(["block=modulated", "model.hidden_dim=16"]), channels=1)
+    assert not default.mod_network.linear and len(default.mod_network.layers) == 2
+    assert count_params(dec) < count_params(default)  # no hidden (H+d) x H layer
+    out = dec(make_grid(4, 4), z.requires_grad_())
+    out.sum().backward()  # the latent's gradient flows through the linear map
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("block", ["siren", "relu"])
 def test_fused_first_layer_equals_naive_concatenation(block):
     torch.manual_seed(4)
@@ -155,6 +177,32 @@ def test_overfits_sixteen_digits():
         step(x)
         opt.step()
     assert mse() < start / 5
+
+
+def test_encode_with_any_number_of_steps():
+    torch.manual_seed(6)
+    coords, x = make_grid(5, 5), torch.rand(6, 5, 5, 1)
+    model = make_gon(updates=2, step_size="per_dim", seed=6)
+    with torch.no_grad():
+        model.step_sizes.copy_(torch.rand(2, 8) + 0.5)
+    torch.testing.assert_close(model.encode(coords, x, steps=2), model.encode(coords, x))
+    z = model.get_init_latent(6).requires_grad_(True)  # by hand: 4 steps, the last size reused
+    for alpha in (*model.step_sizes, model.step_sizes[-1], model.step_sizes[-1]):
+        (g,) = torch.autograd.grad(model.inner_objective(coords, z, x), z)
+        z = (z - alpha * g).detach().requires_grad_(True)
+    torch.testing.assert_close(model.encode(coords, x, steps=4), z.detach())
+    z0 = model.get_init_latent(6).requires_grad_(True)  # one step: the closed form
+    (g,) = torch.autograd.grad(model.inner_objective(coords, z0, x), z0)
+    one = model.encode(coords, x, steps=1)
+    torch.testing.assert_close(one, z0.detach() - model.step_sizes[0].detach() * g,
+                               rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(one, model.encode(coords, x, steps=3))
+    fixed = make_gon(updates=1, seed=6)  # trained with one fixed step: two steps of size 1
+    two = fixed.encode(coords, x, steps=2)
+    z, _ = fixed.latent_steps(coords, x, fixed.encode(coords, x, steps=1), first=1, steps=2)
+    torch.testing.assert_close(two, z.detach(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        model.encode(coords, x, steps=0)
 
 
 def test_sampling_slerp_and_super_resolution():

@@ -115,3 +115,15 @@ def test_compare_groups_seeds_and_ranks_every_budget() -> None:
     assert comp.budgets[0].leaders == ["a"] and comp.budgets[-1].leaders == ["b"]
     assert comp.budgets[0].rho == -1.0 and comp.budgets[-1].rho == 1.0
     assert reversals(comp.budgets[0], comp.budgets[-1]) == [("a", "b")]
+
+
+def test_compare_leaves_diverged_runs_out_and_counts_them() -> None:
+    runs = [_run("a", s, 20.0 + 0.1 * s, [19.0, 20.0 + 0.1 * s]) for s in range(3)]
+    runs[2].metrics |= {"psnr": 9.0, "diverged": 1.0}  # metrics.json said diverged
+    runs += [_run("b", s, 19.0 + 0.1 * s, [18.0, 19.0 + 0.1 * s]) for s in range(3)]
+    comp = compare(runs)
+    a = next(v for v in comp.variants if v.name == "a")
+    assert a.diverged == 1 and a.stats["psnr"]["n"] == 2 and len(a.runs) == 3
+    assert a.stats["psnr"]["mean"] == pytest.approx(20.05) and comp.best.name == "a"
+    assert [r["n"] for r in comp.curves if r["variant"] == "a"] == [2, 2]
+    assert next(v for v in comp.variants if v.name == "b").diverged == 0

@@ -101,6 +101,7 @@ def build_decoder(cfg: DictConfig, channels: int, in_dim: int = 2,
         block_factory=factory,
         pos_encoder=build_encoding(cfg, in_dim, cfg.seed),
         modulation=b.modulation,
+        linear_modulation=b.get("linear_map", False),
         dropout=m.dropout,
         final_activation=FINAL_ACTIVATIONS[m.get("final_activation", "sigmoid")],
     )

@@ -177,6 +177,7 @@ _OPTIONAL_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "block.w0": _positive(),
     "block.w0_initial": ((lambda v: v is None or (_is_num(v) and v > 0)), "null or > 0"),
     "block.activation": ((lambda v: v in ACTIVATIONS), ", ".join(ACTIVATIONS)),
+    "block.linear_map": _BOOL,
     "encoding.n": _int_at_least(1),
     "encoding.mapping_size": _int_at_least(1),
     "encoding.sigma": _positive(),

@@ -69,6 +69,8 @@ class Variant:
     grids: dict[str, np.ndarray] = field(default_factory=dict)  # empty for all but one seed
     curve: list[dict[str, float]] = field(default_factory=list)  # rows of step + train losses
     val_curve: list[dict[str, float]] = field(default_factory=list)  # rows of step + val/*
+    # rows {"steps", "psnr"}: test PSNR encoding with 1 .. 2k latent steps (k: as trained)
+    encoding_curve: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def seed(self) -> int:

@@ -5,7 +5,9 @@ Two ways to condition on z:
   W [z; e] + b = (W_z z) + (W_e e + b): the coordinate part once per grid (N, H), the latent
   part once per sample (B, H), broadcast-added; z is never copied to every pixel.
 - modulation (Mehta et al. 2021): a ReLU MLP on z yields one (B, H) vector per hidden layer,
-  which multiplies that layer's activations; the first layer then sees only enc(c).
+  which multiplies that layer's activations; the first layer then sees only enc(c). With
+  ``linear_modulation`` one linear map z -> all modulations instead (functa's default
+  latent-to-modulation map; its maintainers report a deeper map trains worse).
 """
 
 from __future__ import annotations
@@ -21,15 +23,22 @@ from gon.core.encoding import CoordinateEncoding, IdentityPositionalEncoding
 
 
 class Modulator(nn.Module):
-    """Batched modulation network: layer i maps [h_{i-1}, z] to m_i = relu(W_i [h_{i-1}; z])."""
+    """Batched modulation network: layer i maps [h_{i-1}, z] to m_i = relu(W_i [h_{i-1}; z]);
+    with ``linear``, one affine map of z gives every m_i (no activation, no hidden layer)."""
 
-    def __init__(self, latent_dim: int, hidden_dim: int, num_mods: int) -> None:
+    def __init__(self, latent_dim: int, hidden_dim: int, num_mods: int,
+                 linear: bool = False) -> None:
         super().__init__()
+        self.num_mods, self.linear = num_mods, linear
         self.layers = nn.ModuleList(
-            nn.Linear(latent_dim + (hidden_dim if i else 0), hidden_dim) for i in range(num_mods)
+            [nn.Linear(latent_dim, hidden_dim * num_mods)] if linear else
+            (nn.Linear(latent_dim + (hidden_dim if i else 0), hidden_dim)
+             for i in range(num_mods))
         )
 
     def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
+        if self.linear:
+            return list(self.layers[0](z).chunk(self.num_mods, dim=-1))  # num_mods x (B, H)
         mods, h = [], z  # z (B, d)
         for layer in self.layers:
             m = F.relu(layer(h))  # (B, H)
@@ -50,6 +59,7 @@ class ImplicitDecoder(nn.Module):
         block_factory: BaseBlockFactory,
         pos_encoder: CoordinateEncoding | None = None,
         modulation: bool = False,
+        linear_modulation: bool = False,
         dropout: float = 0.0,
         final_activation: Callable[[torch.Tensor], torch.Tensor] | None = torch.sigmoid,
     ) -> None:
@@ -87,7 +97,8 @@ class ImplicitDecoder(nn.Module):
             for i in range(num_layers)
         )
         self.mod_network = (
-            Modulator(latent_dim, hidden_dim, num_layers - 1) if modulation else None
+            Modulator(latent_dim, hidden_dim, num_layers - 1, linear=linear_modulation)
+            if modulation else None
         )
 
     def first_layer(self, e: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -90,8 +90,12 @@ class GON(nn.Module):
             self.step_sizes = nn.Parameter(torch.ones(self.latent_updates, width))
 
     def alpha(self, i: int) -> torch.Tensor | float:
-        """Step size of latent step i: 1.0, or the learned (1, 1) or (1, d) row."""
-        return 1.0 if self.step_size == "fixed" else self.step_sizes[i : i + 1]
+        """Step size of latent step i: 1.0, or the learned (1, 1) or (1, d) row (steps past
+        latent_updates, when encoding with more steps than trained, reuse the last row)."""
+        if self.step_size == "fixed":
+            return 1.0
+        i = min(i, self.latent_updates - 1)
+        return self.step_sizes[i : i + 1]
 
     # -- losses --------------------------------------------------------------------------------
     @property
@@ -156,11 +160,13 @@ class GON(nn.Module):
             )
 
     def infer_latents(
-        self, coords: torch.Tensor, target: torch.Tensor
+        self, coords: torch.Tensor, target: torch.Tensor, steps: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """z after ``latent_updates`` gradient steps from the origin, and the last inner loss."""
+        """z after ``steps`` (default latent_updates) gradient steps from the origin, and the
+        last inner loss."""
         self.check_shapes(coords, target)
-        return self.latent_steps(coords, target, self.get_init_latent(target.shape[0]))
+        return self.latent_steps(coords, target, self.get_init_latent(target.shape[0]),
+                                 steps=steps)
 
     def latent_steps(
         self,
@@ -169,13 +175,14 @@ class GON(nn.Module):
         z: torch.Tensor,
         first: int = 0,
         loss_inner: torch.Tensor | None = None,
+        steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Steps first .. latent_updates-1 from z (B, d) (the closed-form path passes its first
-        step's latent and first=1); (z, the last step's inner loss)."""
+        """Steps first .. steps-1 (default latent_updates-1) from z (B, d) (the closed-form
+        path passes its first step's latent and first=1); (z, the last step's inner loss)."""
         if not z.requires_grad:
             z = z.detach().requires_grad_(True)
         with torch.enable_grad():
-            for i in range(first, self.latent_updates):
+            for i in range(first, self.latent_updates if steps is None else steps):
                 loss_inner = self.inner_objective(coords, z, target)
                 # eq. 3; create_graph so the outer loss reaches the weights through grad_z
                 (grad,) = torch.autograd.grad(loss_inner, z, create_graph=self.second_order)
@@ -194,8 +201,11 @@ class GON(nn.Module):
         target: torch.Tensor,
         batch_size: int = 256,
         train_batch: int | None = None,
+        steps: int | None = None,
     ) -> torch.Tensor:
         """Latents of ``target`` (N, ...) -> (N, d) without a graph; fine under ``no_grad``.
+        ``steps``: latent steps to take (default latent_updates, as trained; more or fewer
+        give the encoding curve, learned step sizes extended by their last value).
 
         With ``latent_reduction="mean"`` a latent is the gradient of a batch mean, so it scales
         with 1/batch: pass ``train_batch`` (the training batch size) to get the latents the
@@ -203,8 +213,11 @@ class GON(nn.Module):
         Samples do not interact otherwise; with "sum" the chunk size does not matter.
         """
         self.check_shapes(coords, target)
+        steps = self.latent_updates if steps is None else int(steps)
+        if steps < 1:
+            raise ValueError(f"GON.encode: steps must be >= 1, got {steps}")
         # one step: the closed form, no autograd graph over the batch needed
-        closed_form = affine_applies(self, coords) and self.latent_updates == 1
+        closed_form = affine_applies(self, coords) and steps == 1
         rescale = self.latent_reduction == "mean" and train_batch is not None
         if rescale and not closed_form:
             batch_size = train_batch  # several steps: encode in padded batches of that size
@@ -221,7 +234,7 @@ class GON(nn.Module):
                     if rescale and n < batch_size:
                         pad = chunk.new_zeros(batch_size - n, *chunk.shape[1:])
                         chunk = torch.cat([chunk, pad])
-                    z, _ = self.infer_latents(coords, chunk)
+                    z, _ = self.infer_latents(coords, chunk, steps)
             out.append(z[:n].detach())
         return torch.cat(out)
 

@@ -79,8 +79,9 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
         return count_params(build_model(cfg, channels=channels))
 
     width, _ = match_width(params, gon_params, widest)
-    for s in seeds:
-        configs["modulated_matched", s].model.hidden_dim = width
+    for s in seeds:  # the linear-map ablation at the same width as the MLP map
+        for name in ("modulated_matched", "modulated_linear"):
+            configs[name, s].model.hidden_dim = width
     results: dict[str, dict[int, dict]] = {n: {} for n in TRIALS}
     load, wall = os.getloadavg()[0], time.perf_counter()
     threads = torch.get_num_threads()

@@ -11,6 +11,7 @@ is better):
 - ``batch_dependence``: the largest relative change of a latent between encoding an image
   alone and inside a batch of 64 (the contender's; the baseline's for contrast).
 The verdict rule is VERDICT_RULE below, told once (claims.json records it; docs link here).
+Diverged seeds and collapsed models: see ``compare`` and DIVERGENCE_RULE below.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ VERDICT_RULE = (
     "baseline's smallest above it -> holds; the contender's above it -> does_not_hold; else "
     "inconclusive.")
 BUDGETS = ("steps", "time")
-VERDICTS = ("holds", "does_not_hold", "inconclusive")
+VERDICTS = ("holds", "does_not_hold", "inconclusive", "diverged", "collapsed")
+COLLAPSE_KL_NATS = 1.0  # a variational model whose mean test KL is below this: the prior
+DIVERGENCE_RULE = (
+    "A seed that diverged at a budget on either side (gon.app.train.loop.divergence) is left "
+    "out of the entry's values and interval and counted (diverged, note); with fewer than 2 "
+    "seeds left -> diverged. A likelihood claim whose models collapsed to the prior (mean test "
+    f"KL under {COLLAPSE_KL_NATS:g} nat on either side) -> collapsed, not ranked.")
 KS = (2, 3, 5)  # claim e: k latent steps against one
 # trial name -> overrides of the embedded default config (digits, SIREN, BCE, sum, one step)
 TRIALS: dict[str, list[str]] = {
@@ -44,6 +51,7 @@ TRIALS: dict[str, list[str]] = {
     "autoencoder": ["encoder=autoencoder"],
     "autoencoder_matched": ["encoder=autoencoder_matched"],
     "modulated_matched": ["block=modulated"],  # hidden_dim solved to the GON's parameters
+    "modulated_linear": ["block=modulated", "block.linear_map=true"],  # the same hidden_dim
     "k1_learned": ["model.step_size=per_dim"],
     **{f"k{k}_{s}": [f"model.latent_updates={k}", f"model.step_size={step}"]
        for k in KS for s, step in (("fixed", "fixed"), ("learned", "per_dim"))},
@@ -51,8 +59,8 @@ TRIALS: dict[str, list[str]] = {
     "variational": ["encoder=variational", "dataset.binarize=fixed"],
     "vae": ["encoder=vae", "dataset.binarize=fixed"],
 }
-FIGURES = ("step", "seconds", "mse", "psnr", "nelbo")  # a trial's scores at a budget (nelbo:
-# the variational trials only)
+FIGURES = ("step", "seconds", "mse", "psnr", "nelbo", "kl", "diverged")  # a trial's scores at
+# a budget (nelbo, kl: the variational trials only; diverged: None or why)
 # (claim, name, contender, baseline, measure, statement, anchor figure)
 COMPARISONS: list[tuple[str, str, str, str, str, str, str]] = [
     ("a", "second_order", "gon", "detached", "mse_ratio",
@@ -75,6 +83,10 @@ COMPARISONS: list[tuple[str, str, str, str, str, str, str]] = [
     ("d", "modulated_vs_siren", "modulated_matched", "gon", "mse_ratio",
      "a modulated SIREN reconstructs better than a concatenated SIREN of equal parameters",
      "Mehta et al. 2021 (no GON figure)"),
+    ("d", "linear_map_vs_mlp", "modulated_linear", "modulated_matched", "mse_ratio",
+     "a linear latent-to-modulation map reconstructs better than the ReLU MLP map (same width)",
+     "functa (Dupont et al. 2022): a linear map by default; its maintainers report a deeper "
+     "map trains worse (no figure)"),
     ("e", "k1_learned_vs_one_step", "k1_learned", "gon", "gain_db",
      "a learned per-dimension step size (meta-SGD) gains over the fixed step",
      "COIN++ CIFAR-10: 3 -> 10 inner steps add 0.29-0.61 dB"),
@@ -103,7 +115,34 @@ def batch_verdict(contender: Sequence[float], baseline: Sequence[float]) -> str:
 
 
 def compare(measure: str, contender: list[dict], baseline: list[dict]) -> dict[str, Any]:
-    """Per-seed figures (rows: one per seed, same order) -> values, mean, ci95, verdict."""
+    """Per-seed figures (rows: one per seed, same order) -> values, mean, ci95, verdict over
+    the seeds where neither side diverged ("used": their indices, "n": how many), the
+    "diverged" count per side and a "note" saying what was left out or collapsed."""
+    diverged = {who: sum(bool(r.get("diverged")) for r in rows)
+                for who, rows in (("contender", contender), ("baseline", baseline))}
+    used = [i for i, (c, b) in enumerate(zip(contender, baseline, strict=True))
+            if not c.get("diverged") and not b.get("diverged")]
+    notes = [f"{k} of {len(contender)} {who} seeds diverged" for who, k in diverged.items() if k]
+    out: dict[str, Any] = {"diverged": diverged, "used": used, "n": len(used)}
+    if notes:
+        notes[-1] += f"; left out, the figures are over the other {len(used)}"
+    kl = {who: [rows[i]["kl"] for i in used if "kl" in rows[i]]
+          for who, rows in (("contender", contender), ("baseline", baseline))}
+    collapsed = [who for who, v in kl.items() if v and statistics.fmean(v) < COLLAPSE_KL_NATS]
+    if collapsed:
+        notes.append(f"{' and '.join(collapsed)} collapsed to the prior (mean KL under "
+                     f"{COLLAPSE_KL_NATS:g} nat)")
+    if len(used) < 2 and any(diverged.values()):
+        ci = None if measure == "batch_dependence" else [math.nan, math.nan]
+        return out | {"values": [], "mean": math.nan, "ci95": ci, "verdict": "diverged",
+                      "note": "; ".join(notes)}
+    figures = _figures(measure, [contender[i] for i in used], [baseline[i] for i in used])
+    return out | figures | {"verdict": "collapsed" if collapsed else figures["verdict"],
+                            "note": "; ".join(notes)}
+
+
+def _figures(measure: str, contender: list[dict], baseline: list[dict]) -> dict[str, Any]:
+    """values, mean, ci95 and verdict of the seeds' rows (one per seed, same order)."""
     if measure == "batch_dependence":
         values = [r["batch_dependence"] for r in contender]
         base = [r["batch_dependence"] for r in baseline]
@@ -139,13 +178,15 @@ def entries(results: dict[str, list[dict]], seeds: list[int]) -> list[dict[str, 
                       for r in results[base]]
             figures = {who: {k: [r[k] for r in rows] for k in FIGURES if k in rows[0]}
                        for who, rows in (("contender", rows_c), ("baseline", rows_b))}
+            verdicts = compare(measure, rows_c, rows_b)
             out.append({
                 "id": f"{claim}.{name}@{budget}", "claim": claim, "name": name,
                 "statement": statement, "budget": budget, "contender": cont, "baseline": base,
-                "measure": measure, "seeds": seeds, "n": len(seeds),
+                "measure": measure, "seeds": seeds,
+                "seeds_used": [seeds[i] for i in verdicts.pop("used")],
                 "params": {"contender": results[cont][0]["params"],
                            "baseline": results[base][0]["params"]},
-                **compare(measure, rows_c, rows_b), "figures": figures, "anchor": anchor,
+                **verdicts, "figures": figures, "anchor": anchor,
             })
     return out
 

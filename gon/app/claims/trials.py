@@ -25,7 +25,7 @@ from gon import GON, make_grid
 from gon.app.build import count_params
 from gon.app.config import validate_config
 from gon.app.metrics import likelihood_metrics, psnr
-from gon.app.train.loop import build_training, seed_all, train_steps
+from gon.app.train.loop import build_training, divergence, seed_all, train_steps
 
 NELBO_SAMPLES = 16  # Monte Carlo samples of the reconstruction term per test image
 
@@ -38,7 +38,7 @@ CLOCK = time.process_time
 @torch.no_grad()
 def score(model: GON, coords: torch.Tensor, test: torch.Tensor, train_batch: int) -> dict:
     """Test MSE (over all pixels) and mean per-image PSNR (dB) of the reconstructions, and for
-    a variational model its test negative ELBO ("nelbo", nats per image)."""
+    a variational model its test negative ELBO ("nelbo", nats per image) and its KL part."""
     was_training = model.training
     model.eval()
     try:
@@ -50,7 +50,8 @@ def score(model: GON, coords: torch.Tensor, test: torch.Tensor, train_batch: int
         model.train(was_training)
     recon = recon.clamp(0, 1)
     out = {"mse": F.mse_loss(recon, test).item(), "psnr": psnr(recon, test)}
-    return out | ({"nelbo": likelihood["nelbo"]} if likelihood else {})
+    return out | ({"nelbo": likelihood["nelbo"], "kl": likelihood["nelbo_kl"]}
+                  if likelihood else {})
 
 
 def run_trial(
@@ -63,7 +64,9 @@ def run_trial(
 ) -> dict[str, Any]:
     """Train cfg's model from seed cfg.seed on ``train`` (N, H, W, C); score ``test`` after
     ``steps`` steps ("at_steps") and after ``seconds`` of training time ("at_time", when
-    given). Both record the step, the training seconds so far and the test mse/psnr.
+    given). Both record the step, the training seconds so far, the test mse/psnr and
+    "diverged": None or why (train.loop.divergence of the losses so far and the budgets'
+    PSNRs); a non-finite loss ends the trial, its budgets not reached scored nan.
     ``probe(model, coords)``, if given, measures the trained model at the end (merged in)."""
     validate_config(cfg)
     seed_all(cfg.seed)
@@ -73,17 +76,25 @@ def run_trial(
                                          compile=False)
     b = cfg.train.batch_size
     out: dict[str, Any] = {"params": count_params(model), "path": step_fn.path}
-    step, clock = 0, 0.0
+    step, clock, seen, psnrs = 0, 0.0, [], []  # seen: the training losses so far
+    budgets = ["at_steps"] + (["at_time"] if seconds is not None else [])
     trained = train_steps(model, opt, step_fn, train, b, cfg.seed)
     while step < steps or (seconds is not None and clock < seconds):
         tic = CLOCK()
         step, losses = next(trained)
-        loss = losses["loss_outer"].item()  # a sync, so that the clock holds the step's work
+        seen.append(losses["loss_outer"].item())  # a sync: the clock holds the step's work
         clock += CLOCK() - tic
-        if not math.isfinite(loss):
-            raise RuntimeError(f"trial diverged at step {step} (loss {loss})")
+        if not math.isfinite(seen[-1]):  # no score: every budget not reached is diverged
+            nan = {k: math.nan for k in ("mse", "psnr", *(("nelbo", "kl") if model.has_elbo
+                                                          else ()))}
+            for key in budgets:
+                out.setdefault(key, {"step": step, "seconds": clock, **nan,
+                                     "diverged": divergence(seen)})
+            return out | ({"batch_dependence": math.nan} if probe is not None else {})
         for key, reached in (("at_steps", step >= steps),
                              ("at_time", seconds is not None and clock >= seconds)):
             if reached and key not in out:
                 out[key] = {"step": step, "seconds": clock, **score(model, coords, test, b)}
+                psnrs.append(out[key]["psnr"])  # the budgets' scores in step order
+                out[key]["diverged"] = divergence(seen, psnrs)
     return out | (probe(model, coords) if probe is not None else {})

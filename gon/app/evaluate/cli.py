@@ -20,7 +20,8 @@ for the first run of each variant, four PNG grids: reconstructions, samples (fro
 fitted to the train latents, or from the prior),
 slerp interpolations and a 4x super-resolution render. gon.app.compare groups the runs by
 variant (the seeds are replicates) and ranks them; gon.app.report writes <reports_dir>/
-{metrics.json, variants.csv, val_curves.csv, curves/, images/, index.html} and the W&B runs."""
+{metrics.json, variants.csv, val_curves.csv, curves/, images/, index.html} and the W&B runs;
+encoding_curve.json: test PSNR when encoding with 1 .. 2k latent steps (k as trained)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from gon.app.config import resolve_device
 from gon.app.data.datasets import DatasetError
 from gon.app.evaluate.effects import answer
 from gon.app.evaluate.report import log_wandb, write_report
-from gon.app.evaluate.runs import evaluate_sweep
+from gon.app.evaluate.runs import evaluate_sweep, write_encoding_curve
 from gon.app.reliability import secrets
 from gon.app.reliability.checkpoint import CheckpointError
 from gon.app.reliability.faults import run_cli
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     partial = completeness.report_fields(status)
     comp = write_report(variants, args.reports_dir, partial,
                         status.study_name if status is not None else None)
+    write_encoding_curve(variants, args.reports_dir)
     print(answer(comp, comp.effects), flush=True)
     log.info("best variant: %s (%d seeds); report: %s%s", comp.best.name, len(comp.best.runs),
              args.reports_dir / "index.html",

@@ -38,6 +38,7 @@ class VariantSummary:
     runs: list[Variant]  # by seed
     stats: dict[str, dict] = field(default_factory=dict)  # metric -> interval(...)
     rank: Ranked | None = None
+    diverged: int = 0  # runs whose training diverged (metrics.json): out of stats and ranking
 
     @property
     def shown(self) -> Variant:
@@ -87,8 +88,13 @@ def objective(runs: list[Variant]) -> tuple[str, bool]:
     return metric.removeprefix("val/"), HIGHER_IS_BETTER.get(metric, True)
 
 
+def _finished(runs: list[Variant]) -> list[Variant]:
+    """The runs whose training did not diverge (gon.app.train.loop.divergence)."""
+    return [r for r in runs if not r.metrics.get("diverged")]
+
+
 def _curve_values(runs: list[Variant], step: int) -> list[float]:
-    return [r[f"val/{CURVE_METRIC}"] for run in runs for r in run.val_curve
+    return [r[f"val/{CURVE_METRIC}"] for run in _finished(runs) for r in run.val_curve
             if r["step"] == step and f"val/{CURVE_METRIC}" in r]
 
 
@@ -101,10 +107,12 @@ def compare(runs: list[Variant]) -> Comparison:
     summaries = {}
     for name, group in groups.items():
         group.sort(key=lambda r: r.seed)
-        stats = {m: interval([r.metrics[m] for r in group if m in r.metrics])
+        kept = _finished(group)
+        stats = {m: interval([r.metrics[m] for r in kept if m in r.metrics])
                  for m in (*METRICS, *LIKELIHOOD) if any(m in r.metrics for r in group)}
-        summaries[name] = VariantSummary(name, group, stats)
-    samples = {n: [r.metrics.get(metric, math.nan) for r in s.runs] for n, s in summaries.items()}
+        summaries[name] = VariantSummary(name, group, stats, diverged=len(group) - len(kept))
+    samples = {n: [r.metrics.get(metric, math.nan) for r in _finished(s.runs)]
+               for n, s in summaries.items()}
     ranked = ranking(samples, higher)
     for r in ranked:
         summaries[r.name].rank = r

@@ -18,6 +18,7 @@ from typing import Any
 from gon.app.claims.table import BATCH_TOL
 from gon.app.evaluate import charts
 from gon.app.evaluate.compare import CURVE_METRIC, Comparison
+from gon.app.evaluate.runs import encoding_rows
 from gon.app.evaluate.tables import (
     budgets_table,
     cell,
@@ -85,7 +86,9 @@ def claims_section(claims: dict[str, Any] | None) -> str:
                                               "verdict", "anchor"))
     rows = []
     for e in claims["entries"]:
-        if e["ci95"] is None:  # batch_dependence: the largest, against the baseline's smallest
+        if not e["values"]:  # every seed but one diverged (gon.app.claims.table.compare)
+            summary = "no seeds left"
+        elif e["ci95"] is None:  # batch_dependence: the largest, against the baseline's smallest
             summary = (f"max {_claim_fmt(e['mean'])} (baseline min "
                        f"{_claim_fmt(min(e['baseline_values']))}, tolerance {BATCH_TOL:g})")
         else:
@@ -94,8 +97,8 @@ def claims_section(claims: dict[str, Any] | None) -> str:
         cells = [f"{e['claim']}: {e['statement']}", e["budget"],
                  f"{e['contender']} vs {e['baseline']}",
                  f"{e['params']['contender']} / {e['params']['baseline']}", e["measure"],
-                 summary, ", ".join(_claim_fmt(v) for v in e["values"]), e["verdict"],
-                 e["anchor"]]
+                 summary, ", ".join(_claim_fmt(v) for v in e["values"]),
+                 e["verdict"] + (f" ({e['note']})" if e.get("note") else ""), e["anchor"]]
         rows.append(f'<tr class="{esc(e["verdict"])}">'
                     + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     return (f'<h2 id="claims">Claims</h2><p>{esc(s["dataset"])}, seeds '
@@ -103,6 +106,33 @@ def claims_section(claims: dict[str, Any] | None) -> str:
             f'{s["time_budget_s"]:.2f} s of training each (the GON\'s '
             f'{esc(s["steps"])} steps). {esc(s["rule"])}</p>'
             f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def encoding_section(comp: Comparison) -> str:
+    """The encoding curve (gon.app.evaluate.runs.encoding_rows): test PSNR of each variant
+    encoded with k' = 1 .. 2k latent steps ("" where no variant has latent steps)."""
+    rows = encoding_rows([r for s in comp.variants for r in s.runs])
+    if not rows:
+        return ""
+    width = max(r["steps"] for r in rows)
+    by: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], {})[r["steps"]] = r
+    head = "".join(f"<th>{h}</th>" for h in ["variant", "trained k", "images",
+                                              *(f"k'={k}" for k in range(1, width + 1))])
+    body = []
+    for name, points in by.items():
+        first = next(iter(points.values()))
+        cells = [name, first["trained_steps"], first["images"], *(
+            f"{_claim_fmt(p['psnr_mean'])} [{_claim_fmt(p['psnr_ci95_low'])}, "
+            f"{_claim_fmt(p['psnr_ci95_high'])}]" if (p := points.get(k)) else ""
+            for k in range(1, width + 1))]
+        body.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    return ('<h2 id="encoding">Encoding curve</h2><p>Test PSNR (dB, mean [95% interval] over '
+            "seeds) when encoding with k' latent steps, for a model trained with k (learned "
+            "step sizes extended by their last value); diverged runs left out. "
+            "<code>encoding_curve.json</code> holds each seed.</p>"
+            f"<table><tr>{head}</tr>{''.join(body)}</table>")
 
 
 def provenance_line(prov: dict[str, Any] | None) -> str:
@@ -214,5 +244,6 @@ def render_html(comp: Comparison, claims: dict[str, Any] | None = None,
             "<h2>Validation PSNR during training</h2>"
             + (charts.chart_div("curves") if comp.curves else "<p>No curves recorded.</p>")
             + f"{strip_section(comp)}<h2>Ranking at every budget (validation PSNR)</h2>"
-            f"{budgets_table(comp)}{claims_section(claims)}<h2>Each variant</h2>{variants}"
+            f"{budgets_table(comp)}{encoding_section(comp)}{claims_section(claims)}"
+            f"<h2>Each variant</h2>{variants}"
             f"{charts.embed(specs)}</body></html>\n")

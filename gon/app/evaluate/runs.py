@@ -1,5 +1,6 @@
 """Score every trained variant of a sweep on the test split: reconstructions, samples,
-interpolations, super-resolution, a linear probe and likelihoods (gon.app.evaluate.cli runs it).
+interpolations, super-resolution, a linear probe, likelihoods and the encoding curve
+(gon.app.evaluate.cli runs it).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from gon.app.metrics import (
     image_grid,
     image_metrics,
     likelihood_metrics,
+    psnr,
     recon_grid,
     render,
     sample_codes,
 )
-from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint
+from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint, save_json
+from gon.app.stats import interval
 from gon.app.train.resume import ASIDE
 from gon.app.variants import Variant, run_name, variant_name
 
@@ -54,6 +57,11 @@ def unfinished(run_dir: Path, ckpt: dict, cfg: DictConfig) -> str | None:
     return None
 
 
+# the encoding curve is measured on the first this many test images (2k encodings of each)
+ENCODING_CURVE_IMAGES = 1024
+ENCODING_CURVE_FILE = "encoding_curve.json"
+
+
 def find_runs(sweep_dir: Path) -> list[Path]:
     """The run dirs (holding checkpoint.pt and metrics.json) under a sweep dir, in order; not
     the runs that train.resume=false set aside."""
@@ -64,9 +72,54 @@ def find_runs(sweep_dir: Path) -> list[Path]:
                                        for s in p.parts])
 
 
-def encode(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int) -> torch.Tensor:
-    """Latents (N, d) as training made them, `batch` being the training batch size."""
-    return model.encode(coords, images, batch_size=CHUNK, train_batch=batch)
+def encode(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int,
+           steps: int | None = None) -> torch.Tensor:
+    """Latents (N, d) as training made them, `batch` being the training batch size (`steps`
+    latent steps: default as trained)."""
+    if steps is None:  # amortised and variational models take no `steps`
+        return model.encode(coords, images, batch_size=CHUNK, train_batch=batch)
+    return model.encode(coords, images, batch_size=CHUNK, train_batch=batch, steps=steps)
+
+
+def encoding_curve(model: GON, coords: torch.Tensor, images: torch.Tensor,
+                   batch: int) -> list[dict[str, float]]:
+    """Test PSNR of `images` (N, H, W, C) encoded with k' = 1 .. 2k latent steps, k the trained
+    model.latent_updates (learned step sizes extended by their last value; fixed: 1): the
+    COIN++ table for a GON. [] for a model without latent steps (amortised or variational)."""
+    if model.amortised or model.has_elbo:
+        return []
+    size = tuple(images.shape[1:3])
+    return [{"steps": k, "psnr": psnr(render(model, encode(model, coords, images, batch, k),
+                                             size), images)}
+            for k in range(1, 2 * model.latent_updates + 1)]
+
+
+def encoding_rows(variants: list[Variant]) -> list[dict]:
+    """One row per (variant, k') of the runs that did not diverge: the trained k, the mean test
+    PSNR over seeds with its 95 % interval, n and the per-seed values."""
+    by: dict[str, list[Variant]] = {}
+    for v in variants:
+        if v.encoding_curve and not v.metrics.get("diverged"):
+            by.setdefault(v.name, []).append(v)
+    rows = []
+    for name, runs in sorted(by.items()):
+        for i, point in enumerate(runs[0].encoding_curve):
+            values = [r.encoding_curve[i]["psnr"] for r in runs]
+            iv = interval(values)
+            rows.append({"variant": name, "trained_steps": runs[0].config["model"][
+                "latent_updates"], "steps": point["steps"], "psnr_mean": iv["mean"],
+                "psnr_ci95_low": iv["ci95_low"], "psnr_ci95_high": iv["ci95_high"],
+                "n": iv["n"], "seeds": [r.seed for r in runs], "psnr_per_seed": values,
+                "images": int(runs[0].metrics.get("encoding_curve_images", 0))})
+    return rows
+
+
+def write_encoding_curve(variants: list[Variant], out_dir: Path) -> Path:
+    """<out_dir>/encoding_curve.json: ``encoding_rows`` (a DVC plot: x steps, y psnr_mean)."""
+    path = out_dir / ENCODING_CURVE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_json(path, encoding_rows(variants), sort_keys=False)  # atomic, as every report file
+    return path
 
 
 def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor,
@@ -167,7 +220,13 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     name, drawn = variant_name(cfg), set() if drawn is None else drawn
     images = {} if name in drawn else make_grids(model, test, recon, z_test, z_train, rows)
     drawn.add(name)
-    metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters())}
+    curve_images = test[:ENCODING_CURVE_IMAGES]
+    encodings = encoding_curve(model, coords, curve_images, batch)
+    if encodings:
+        metrics["encoding_curve_images"] = len(curve_images)
+    metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters()),
+                "diverged": float(bool(json.loads((run_dir / "metrics.json").read_text())
+                                       .get("diverged")))}  # 1.0: left out of the comparison
     log.debug("%s evaluated in %.1f s", run_dir, time.perf_counter() - tic)
     curve = [{"step": r["step"], "loss_outer": r["train/loss_outer"],
               "loss_inner": r["train/loss_inner"]}
@@ -177,7 +236,7 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
         curve = [{"step": ckpt["step"], "loss_outer": last["train/loss_outer"],
                   "loss_inner": last["train/loss_inner"]}]
     return Variant(name, run_dir, OmegaConf.to_container(cfg), metrics, images, curve,
-                   list(ckpt.get("val_curve", [])))
+                   list(ckpt.get("val_curve", [])), encodings)
 
 
 def evaluate_sweep(sweep_dir: Path, device: torch.device, probe_images: int = 5000,

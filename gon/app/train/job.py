@@ -7,7 +7,8 @@ Usage:
     python -m gon.train hydra.run.dir=outputs/a           # rerun: resumes, or returns if finished
 
 The run dir gets checkpoint.pt (plain dict, atomic, every train.ckpt_every steps and at the end),
-metrics.json (with `val_curve`: the validation metrics at train.curve_points budgets), recon.png,
+metrics.json (with `val_curve`: the validation metrics at train.curve_points budgets, and
+`diverged`/`divergence`: train.loop.divergence of its losses and curve), recon.png,
 samples.png, and wandb/ (offline unless WANDB_MODE says otherwise)."""
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from gon.app.reliability.checkpoint import (
 from gon.app.reliability.faults import Fault
 from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
-from gon.app.train.loop import build_training, seed_all, train_steps
+from gon.app.train.loop import build_training, divergence, seed_all, train_steps
 from gon.app.train.resume import changed_keys, finished_objective, set_aside
 from gon.app.trial_link import TrialLink
 from gon.app.variants import variant_tags
@@ -252,9 +253,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         if link:
             link.set_user_attrs({"run_dir": str(run_dir.resolve()), "wandb_run": tracker.path})
         metrics = job.run(tracker)
+        why = divergence([r["train/loss_outer"] for r in job.history],  # interval means
+                         [r["val/psnr"] for r in job.val_curve if "val/psnr" in r], window=1)
+        if why:
+            log.warning("the run diverged: %s", why)
         result = {**job.last_train, **metrics, f"{metric}_best": job.best, "step": job.step,
                   "optimized_metric": metric, "objective": metrics[metric],
-                  "val_curve": job.val_curve}
+                  "diverged": why is not None, "divergence": why, "val_curve": job.val_curve}
         save_json(run_dir / "metrics.json", result)
         tracker.summary({k: v for k, v in result.items() if k != "val_curve"})
     return float(metrics[metric])

@@ -11,13 +11,17 @@ Usage:
 Each step of number s (1, 2, ...): the model's KL weight for s (set_step), one TrainStep on the
 batch of step s, one optimizer step. The batches of an epoch are a function of (seed, epoch)
 alone, so a resumed run draws exactly the batches of an uninterrupted one.
+
+``divergence(losses, psnrs)`` is the one rule for a run that diverged (the claims leave such a
+seed out of their intervals and count it; a run's metrics.json flags it for the evaluation).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +30,37 @@ from omegaconf import DictConfig
 from gon import GON, TrainStep
 from gon.app.build import build_model, build_optimizer
 from gon.app.config import ConfigError
+
+# A run diverged if a training loss is not finite, if its latest loss is this many times its
+# lowest (an Adam step that blew the weights up: a trained GON's loss stays within ~2x of its
+# best from batch to batch), or if its latest PSNR lies this many dB below its own earlier best
+# (3 dB: the MSE doubled; the issue-23 case fell 6 dB between two seeds of one recipe).
+DIVERGED_LOSS_FACTOR = 10.0
+DIVERGED_PSNR_DROP_DB = 3.0
+LOSS_WINDOW = 10  # losses are compared as means over windows of this many consecutive values
+
+
+def divergence(losses: Sequence[float], psnrs: Sequence[float] = (),
+               window: int = LOSS_WINDOW) -> str | None:
+    """Why a run diverged, or None: `losses` are its training losses in step order (per step,
+    or means per logging interval with window=1), `psnrs` its PSNRs (dB) in step order (a
+    validation curve, or the scores at its budgets). The rule: a non-finite loss; the mean of
+    the last window of losses above DIVERGED_LOSS_FACTOR x the lowest window mean; the last
+    PSNR more than DIVERGED_PSNR_DROP_DB below the best before it (or not finite)."""
+    if bad := [i for i, x in enumerate(losses) if not math.isfinite(x)]:
+        return f"non-finite loss at value {bad[0] + 1} of {len(losses)}"
+    means = [math.fsum(losses[i:i + window]) / len(losses[i:i + window])
+             for i in range(0, len(losses), window)]
+    if means and means[-1] > DIVERGED_LOSS_FACTOR * min(means) and min(means) > 0:
+        return (f"loss exploded: last {means[-1]:.4g} > {DIVERGED_LOSS_FACTOR:g} x its lowest "
+                f"{min(means):.4g}")
+    if psnrs and not math.isfinite(psnrs[-1]):
+        return f"PSNR {psnrs[-1]}"
+    best = max((x for x in psnrs[:-1] if math.isfinite(x)), default=-math.inf)
+    if psnrs and psnrs[-1] < best - DIVERGED_PSNR_DROP_DB:
+        return (f"PSNR fell to {psnrs[-1]:.2f} dB from its best {best:.2f} dB "
+                f"(> {DIVERGED_PSNR_DROP_DB:g} dB)")
+    return None
 
 
 def seed_all(seed: int) -> None:

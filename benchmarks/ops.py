@@ -63,6 +63,14 @@ def count(run, x: torch.Tensor, dev: torch.device, warmup: int = 3) -> dict:
     return out
 
 
+def row(n: dict, most: int = 8) -> dict:
+    """A flat row for the JSON: the counts, and each phase's most frequent operators."""
+    flat = {k: v for k, v in n.items() if k != "by_name"}
+    top = {f"top_{p}": ", ".join(f"{k} {v}" for k, v in list(n["by_name"][p].items())[:most])
+           for p in ("forward", "backward")}
+    return {**flat, "torch": torch.__version__, **top}
+
+
 def config_counts(name: str, dev: torch.device) -> dict:
     """Both sides' counts for one config of benchmarks/step.py, eager."""
     c = CONFIGS[name]
@@ -104,8 +112,9 @@ def main() -> None:
         print(f"{name:10} ours/seed operators {ours['operators'] / seed['operators']:.2f}, "
               f"step without the optimizer {ours['step'] / seed['step']:.2f}")
         if args.json is not None:
-            write_json(args.json, "/".join(filter(None, [args.label, name, str(dev.type)])),
-                       {"torch": torch.__version__, **counts})
+            for side, n in counts.items():
+                key = "/".join(filter(None, [args.label, name, side]))
+                write_json(args.json, key, row(n), f"Operators of one eager step ({dev.type})")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@
 Both sides start from the same weights (the seed's, copied into ours) and see the same batches,
 so the printed first losses must agree; images/s is timed after warm-up steps. With --rounds R
 the two sides take turns R times (medians over rounds): use it on a shared, loaded machine.
---json FILE merges the figures into FILE under "[label/]config/mode[/precision]".
+--json FILE puts the figures into FILE's rows, keyed "[label/]config/mode[/precision]".
 """
 
 from __future__ import annotations
@@ -124,8 +124,9 @@ def bench(runs: dict, batches, warmup: int, rounds: int, dev: torch.device) -> d
     ratio the median of the rounds' seed/ours time ratios (> 1: ours faster)."""
     steps = (len(batches) - warmup) // rounds
     out = {name: {"seconds": [], "losses": [], "peak": 0.0} for name in runs}
-    for name, run in runs.items():
-        out[name]["losses"] += timed(run, batches[:warmup], dev)[1]
+    for name, run in runs.items():  # the first step alone: with compile, it compiles
+        first, losses, _ = timed(run, batches[:1], dev)
+        out[name].update(first_step_s=first, losses=losses + timed(run, batches[1:warmup], dev)[1])
     for r in range(rounds):
         chunk = batches[warmup + r * steps : warmup + (r + 1) * steps]
         for name, run in runs.items():
@@ -143,12 +144,15 @@ def bench(runs: dict, batches, warmup: int, rounds: int, dev: torch.device) -> d
     return out
 
 
-def write_json(path: Path, key: str, entry: dict) -> None:
-    """Merge ``entry`` under ``key`` into the JSON file at ``path`` (other keys are kept)."""
+def write_json(path: Path, key: str, row: dict, title: str) -> None:
+    """Put ``row`` (a flat object) into the "rows" of the JSON file at ``path``, in place of a
+    row with the same "key" (other rows are kept); docs/results.md draws it as a table."""
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = entry
+    rows = [r for r in data.get("rows", []) if r.get("key") != key] + [{"key": key, **row}]
+    data = {"title": title, **{k: v for k, v in data.items() if k not in ("title", "rows")},
+            "rows": sorted(rows, key=lambda r: r["key"])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def main() -> None:
@@ -211,6 +215,7 @@ def main() -> None:
              "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
              "rounds": args.rounds, "steps_per_round": args.steps,
              **{f"{n}_ms_per_step": round(results[n]["ms_per_step"], 4) for n in runs},
+             **{f"{n}_first_step_s": round(results[n]["first_step_s"], 3) for n in runs},
              **{f"{n}_peak_gib": round(results[n]["peak"], 3)
                 for n in runs if dev.type == "cuda"}}
     if len(runs) == 2:
@@ -223,7 +228,7 @@ def main() -> None:
         key = "/".join(filter(None, [args.label, args.config, args.mode,
                                      None if args.matmul_precision == "highest"
                                      else args.matmul_precision]))
-        write_json(args.json, key, entry)
+        write_json(args.json, key, entry, f"Training step against the seed ({dev.type})")
 
 
 def at_precision(run, precision: str):

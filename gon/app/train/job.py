@@ -42,6 +42,7 @@ from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
 from gon.app.train.loop import build_training, seed_all, train_steps
 from gon.app.train.resume import changed_keys, finished_objective, set_aside
+from gon.app.train.slots import trial_device
 from gon.app.variants import variant_tags
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,22 @@ def _multirun_job() -> int | None:
     return None
 
 
+def _sweep() -> tuple[Path | None, int | None]:
+    """(sweep dir, hydra.sweeper.trials_per_gpu) of this multirun's job, else (None, None)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get() if _multirun_job() is not None else None
+    return (None, None) if hc is None else (
+        Path(hc.sweep.dir), OmegaConf.select(hc, "sweeper.trials_per_gpu", default=None))
+
+
+def _synced(t: torch.Tensor) -> float:
+    """perf_counter() once `t` (and the work before it) is computed."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+    return time.perf_counter()
+
+
 def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str, float]:
     """Mean losses of the steps since the last call (one device sync); stop on a non-finite one."""
     window = torch.stack(pending).view(-1, 2).cpu()  # (K, 2): inner, outer of steps step-K+1..
@@ -88,11 +105,11 @@ def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str,
 class _Job:
     """One training job's state: data, model, optimizer, step, best objective, tracker."""
 
-    def __init__(self, cfg: DictConfig, ckpt: dict | None) -> None:
+    def __init__(self, cfg: DictConfig, ckpt: dict | None, device: torch.device) -> None:
         self.cfg, self.t, self.metric = cfg, cfg.train, cfg.optimized_metric
         self.run_dir = Path(cfg.paths.output_dir)
         seed_all(cfg.seed)
-        self.device = device = resolve_device(cfg.device, _multirun_job())
+        self.device = device
         torch.set_float32_matmul_precision(self.t.matmul_precision)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # so libraries that use "the current GPU" use this one
@@ -106,7 +123,7 @@ class _Job:
             self.fit = binarize(self.fit, "train")
         self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
         self.model, self.optimizer, self.train_step = build_training(
-            cfg, self.coords, channels=c, image_size=(h, w), state=ckpt)
+            cfg, self.coords, channels=c, image_size=(h, w), state=ckpt, sweep_dir=_sweep()[0])
         self.step, self.best, self.last_train = 0, None, {}
         self.history: list[dict[str, float]] = []  # step + train losses, for the curves
         self.val_curve: list[dict[str, float]] = []  # step + val/* at the curve points
@@ -120,6 +137,7 @@ class _Job:
             self.val_curve = [r for r in self.val_curve if r["step"] in self.curve_steps()]
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
+        self.first_step_s: float | None = None  # this process's first step (with compilation)
         variant = " ".join(variant_tags(cfg))
         log.info("training %s (%d images %dx%dx%d, %d held out for validation) on %s, %d params",
                  variant, n, h, w, c, len(val), device,
@@ -176,8 +194,11 @@ class _Job:
         tic, tic_step = time.perf_counter(), self.step
         steps = train_steps(self.model, self.optimizer, self.train_step, self.images,
                             t.batch_size, self.cfg.seed, self.step, self.pixels)
+        first = time.perf_counter()
         for step, losses in itertools.islice(steps, max(0, t.max_steps - self.step)):
             self.step = step
+            if self.first_step_s is None:  # one host sync, once: compiling (or a first step)
+                self.first_step_s = _synced(losses["loss_outer"]) - first
             pending += [losses["loss_inner"], losses["loss_outer"]]  # no kernel launch per step
             bar.update(1)
             end = step == t.max_steps
@@ -218,12 +239,15 @@ def train(cfg: DictConfig) -> float:
     validate_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with hold_run_dir(run_dir, wait_s=0.0 if _multirun_job() is None else LOCK_WAIT_S):
+    sweep_dir, per_gpu = _sweep()
+    device = resolve_device(cfg.device)
+    with hold_run_dir(run_dir, wait_s=0.0 if sweep_dir is None else LOCK_WAIT_S), \
+            trial_device(device, cfg.device not in ("auto", "cuda"), sweep_dir, per_gpu) as device:
         _clean_leftovers(run_dir)
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, device)
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> float:
+def _train(cfg: DictConfig, run_dir: Path, device: torch.device) -> float:
     metric = cfg.optimized_metric
     if not cfg.train.resume:
         set_aside(run_dir)
@@ -237,12 +261,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             )
         if (objective := finished_objective(cfg, ckpt, run_dir / "metrics.json")) is not None:
             return objective
-    job = _Job(cfg, ckpt)
+    job = _Job(cfg, ckpt, device)
     with tracking(cfg, ckpt.get("wandb_id") if ckpt else None) as tracker, logging_redirect_tqdm():
         metrics = job.run(tracker)
         result = {**job.last_train, **metrics, f"{metric}_best": job.best, "step": job.step,
                   "optimized_metric": metric, "objective": metrics[metric],
-                  "val_curve": job.val_curve}
+                  "val_curve": job.val_curve, "first_step_s": job.first_step_s}
         save_json(run_dir / "metrics.json", result)
         tracker.summary({k: v for k, v in result.items() if k != "val_curve"})
     return float(metrics[metric])

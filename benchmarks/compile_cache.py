@@ -36,7 +36,7 @@ def trial(sweep: Path, seed: int, device: str, data_dir: Path, extra: list[str])
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"trial seed={seed} failed:\n{proc.stderr[-3000:]}")
-    metrics = json.loads((sweep / str(seed) / "metrics.json").read_text())
+    metrics = json.loads((sweep / str(seed) / "timing.json").read_text())
     return {"seed": seed, "first_step_s": round(metrics["first_step_s"], 2),
             "wall_s": round(wall, 1)}
 

@@ -7,8 +7,9 @@ Usage:
     python -m gon.train hydra.run.dir=outputs/a           # rerun: resumes, or returns if finished
 
 The run dir gets checkpoint.pt (plain dict, atomic, every train.ckpt_every steps and at the end),
-metrics.json (with `val_curve`: the validation metrics at train.curve_points budgets), recon.png,
-samples.png, and wandb/ (offline unless WANDB_MODE says otherwise)."""
+metrics.json (with `val_curve`: the validation metrics at train.curve_points budgets), timing.json
+(`first_step_s`, compilation included), recon.png, samples.png, and wandb/ (offline unless
+WANDB_MODE says otherwise)."""
 
 from __future__ import annotations
 
@@ -105,11 +106,12 @@ def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str,
 class _Job:
     """One training job's state: data, model, optimizer, step, best objective, tracker."""
 
-    def __init__(self, cfg: DictConfig, ckpt: dict | None, device: torch.device) -> None:
+    def __init__(self, cfg: DictConfig, ckpt: dict | None,
+                 device: torch.device | None = None) -> None:  # None: resolve cfg.device
         self.cfg, self.t, self.metric = cfg, cfg.train, cfg.optimized_metric
         self.run_dir = Path(cfg.paths.output_dir)
         seed_all(cfg.seed)
-        self.device = device
+        self.device = device = resolve_device(cfg.device) if device is None else device
         torch.set_float32_matmul_precision(self.t.matmul_precision)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # so libraries that use "the current GPU" use this one
@@ -266,7 +268,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device) -> float:
         metrics = job.run(tracker)
         result = {**job.last_train, **metrics, f"{metric}_best": job.best, "step": job.step,
                   "optimized_metric": metric, "objective": metrics[metric],
-                  "val_curve": job.val_curve, "first_step_s": job.first_step_s}
+                  "val_curve": job.val_curve}
         save_json(run_dir / "metrics.json", result)
+        save_json(run_dir / "timing.json", {"first_step_s": job.first_step_s})  # with compiling
         tracker.summary({k: v for k, v in result.items() if k != "val_curve"})
     return float(metrics[metric])

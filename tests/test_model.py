@@ -109,10 +109,10 @@ def test_modulated_first_layer_ignores_latent():
     model = make_gon(block="modulated", encoding="nerf")
     dec = model.decoder
     assert dec.blocks[0].linear.in_features == dec.pos_encoder.out_dim
+    # the first pre-activation is the coordinate part alone, all of W on enc(c): (1, N, H)
+    part = dec.coordinate_part(make_grid(4, 4).flatten(1, 2), dec.block_weights())
     e = dec.pos_encoder(make_grid(4, 4).flatten(1, 2))
-    h1 = dec.first_layer(e, torch.randn(2, 8))
-    h2 = dec.first_layer(e, torch.randn(2, 8))
-    torch.testing.assert_close(h1, h2)
+    torch.testing.assert_close(part, dec.blocks[0].linear(e) * dec.blocks[0].scale)
     # ... but the output depends on z through the modulations
     assert not torch.allclose(
         model(make_grid(4, 4), torch.randn(2, 8)), model(make_grid(4, 4), torch.randn(2, 8))

@@ -77,13 +77,14 @@ def default_choices() -> dict[str, str]:
             for k, v in d.items() if v is not None}
 
 
-def resolve_device(name: str, job_num: int | None = None) -> torch.device:
-    """'auto' -> cuda (cuda:<job_num % device count> in a multirun) if available, else cpu;
-    'cuda' -> the same GPU, or an error without CUDA (never a silent CPU fallback)."""
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; 'cuda' -> a GPU, or an error without CUDA (never a
+    silent CPU fallback). A sweep's trial on an unpinned GPU then takes a free GPU slot
+    (gon.app.train.slots), not this cuda:0."""
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
+        return torch.device("cuda", 0)
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -98,7 +99,7 @@ def resolve_device(name: str, job_num: int | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here (use device=auto)")
     if device.type == "cuda" and device.index is None:  # like auto, but CUDA or an error
-        device = torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
+        device = torch.device("cuda", 0)
     return device
 
 
@@ -149,7 +150,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.max_steps": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
     "train.lr": _positive(),
-    "train.compile": _BOOL,
+    "train.compile": ((lambda v: v in (True, False, "auto")), "true, false or auto"),
     "train.compile_mode": (
         (lambda v: v in TrainStep.COMPILE_MODES), ", ".join(TrainStep.COMPILE_MODES)
     ),

@@ -101,13 +101,54 @@ class ImplicitDecoder(nn.Module):
             if modulation else None
         )
 
-    def first_layer(self, e: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Pre-activation of the first layer: e (Bc, N, E), z (B, d) -> (B or Bc, N, H)."""
-        w, b = self.blocks[0].weight_bias()
-        if self.mod_network is not None:
-            return F.linear(e, w, b)
-        d = self.latent_dim  # columns [0, d) of W act on z, the rest on enc(c) (seed order)
-        return F.linear(e, w[:, d:], b) + F.linear(z, w[:, :d]).unsqueeze(1)
+    def block_weights(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Every block's effective (weight, bias), w0 folded in: a step computes them once and
+        passes them to each decoder pass (``coordinate_part``, ``logits_from``)."""
+        return [block.weight_bias() for block in self.blocks]
+
+    def coordinate_part(
+        self, coords: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> torch.Tensor:
+        """The first layer's pre-activation from the coordinates alone, bias included, once per
+        grid: coords (..., in) -> (..., H), e.g. (Bc, N, in) or (N, in) pixels. Concatenation:
+        columns [d, d + E) of W act on enc(c) (the seed's order: [z, enc(c)]); modulation: all
+        of W."""
+        e = self.pos_encoder(coords)  # (..., E)
+        w, b = weights[0]
+        return F.linear(e, w if self.mod_network is not None else w[:, self.latent_dim :], b)
+
+    def logits_from(
+        self,
+        part: torch.Tensor,
+        latent: torch.Tensor,
+        weights: list[tuple[torch.Tensor, torch.Tensor | None]],
+        paired: bool = False,
+    ) -> torch.Tensor:
+        """Pre-activation outputs from ``coordinate_part`` ((Bc, N, H) or one grid's (N, H))
+        and latents (B, d): every pixel with every latent, (B N, out) (concatenation) or
+        (B, N, out) (modulation); ``paired``: part (N, H) and latents (N, d), pixel n with
+        latent n only, (N, out).
+
+        Without modulation the batch runs as rows of 2-d matrices (one addmm a layer, no
+        reshapes around it): after the first layer pixels do not mix.
+        """
+        mods = self.mod_network(latent) if self.mod_network is not None else None
+        if mods is None:  # W [z; e] + b = (W_z z) + (W_e e + b): z once per sample (B, H)
+            lat = F.linear(latent, weights[0][0][:, : self.latent_dim])  # (B, H)
+            h = part + lat if paired else (part + lat.unsqueeze(1)).flatten(0, 1)
+        else:
+            h = part
+        for i, block in enumerate(self.blocks):
+            if i:
+                h = F.linear(h, *weights[i])
+            if i == self.num_layers - 1:
+                break
+            h = block.act(h)
+            if self.dropout:
+                h = F.dropout(h, self.dropout, self.training)
+            if mods is not None:  # (N, H) * (N, H) paired, else (B, N, H) * (B, 1, H)
+                h = h * (mods[i] if paired else mods[i].unsqueeze(1))
+        return h
 
     def logits(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """Pre-activation outputs: coords (1 or B, *S, in), latent (B, d) -> (B, *S, out)."""
@@ -121,21 +162,10 @@ class ImplicitDecoder(nn.Module):
                 f"coords must have shape (1 or B={latent.shape[0]}, *spatial, "
                 f"{self.pos_encoder.in_dim}), got {tuple(coords.shape)}"
             )
-        spatial = coords.shape[1:-1]
-        e = self.pos_encoder(coords.flatten(1, -2))  # (Bc, N, E): once per grid
-        mods = self.mod_network(latent) if self.mod_network is not None else None
-        h = self.first_layer(e, latent)
-        for i, block in enumerate(self.blocks):
-            if i:
-                h = F.linear(h, *block.weight_bias())
-            if i == self.num_layers - 1:
-                break
-            h = block.act(h)
-            if self.dropout:
-                h = F.dropout(h, self.dropout, self.training)
-            if mods is not None:
-                h = h * mods[i].unsqueeze(1)  # (B, N, H) * (B, 1, H)
-        return h.reshape(latent.shape[0], *spatial, self.out_dim)
+        weights = self.block_weights()
+        part = self.coordinate_part(coords.flatten(1, -2), weights)  # (Bc, N, H): once per grid
+        h = self.logits_from(part, latent, weights)
+        return h.reshape(latent.shape[0], *coords.shape[1:-1], self.out_dim)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.final_activation is None else self.final_activation(logits)

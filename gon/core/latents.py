@@ -29,26 +29,58 @@ def affine_applies(model: nn.Module, coords: torch.Tensor) -> bool:
     return not (model.amortised or model.stochastic) and deterministic and coords.shape[0] == 1
 
 
+def logit_gradient(
+    model: nn.Module,
+    f0: torch.Tensor,
+    grad: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(r0, dr): the gradient of a sample's loss w.r.t. its logits f0 (1, *S, C) is r0 + dr * x,
+    elementwise, for a target x (affine in x for BCE and MSE).
+
+    BCE on logits, in closed form: (sigmoid(f) - x) / M (M = pixels times channels; 1 under a
+    pixel sum), so dr is the constant -1 / M. Any other loss: two gradients at the targets 0 and
+    1, taken with ``grad(fn, f0)`` (``torch.func`` or autograd, as the caller runs).
+    """
+    if model.loss_name == "bce" and model.sigmoid_logits:
+        scale = 1.0 if model.pixel_reduction == "sum" else 1.0 / f0.numel()
+        return torch.sigmoid(f0) * scale, -scale
+    r0, r1 = (
+        grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum(), f0)
+        for t in (0.0, 1.0)
+    )
+    return r0, r1 - r0
+
+
 def _affine_from_jacobian(
     model: nn.Module,
     jac: torch.Tensor,
     f0: torch.Tensor,
     r0: torch.Tensor,
-    r1: torch.Tensor,
+    dr: torch.Tensor | float,
     target: torch.Tensor,
     z0: torch.Tensor,
     alpha: torch.Tensor | float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """z = z0 - alpha J^T r(x) (/ B under "mean") for the batch: jac (M, d), f0/r0/r1
-    (1, *S, C), alpha 1.0 or the learned step size (1, 1) or (1, d)."""
+    """z = z0 - alpha J^T r(x) (/ B under "mean") for the batch: jac (M, d), f0/r0 (1, *S, C),
+    dr (1, *S, C) or a number (``logit_gradient``), alpha 1.0 or the learned step size (1, 1)
+    or (1, d). The inner loss is returned as a value (no graph: training never differentiates
+    it)."""
     b, m = target.shape[0], f0.numel()
-    # dl/df is elementwise affine in the target for BCE and MSE: r(x) = r(0) + (r(1) - r(0)) x
-    resid = r0.reshape(1, m) + (r1 - r0).reshape(1, m) * target.reshape(b, m)  # (B, M)
+    # dl/df is elementwise affine in the target: r(x) = r(0) + dr x
+    if isinstance(dr, float):
+        resid = torch.add(r0.reshape(1, m), target.reshape(b, m), alpha=dr)  # (B, M)
+    else:
+        resid = r0.reshape(1, m) + dr.reshape(1, m) * target.reshape(b, m)
     g = resid @ jac  # (B, d); per_sample_loss already divides by M (or sums over pixels)
     if not model.second_order:  # detached: z = z0 - alpha * stopgrad(grad)
         g = g.detach()
-    z = z0 - alpha * (g if model.latent_reduction == "sum" else g / b)
-    return z, model.inner_loss(f0.expand_as(target), target)
+    if model.latent_reduction == "mean":
+        g = g / b
+    if not (isinstance(alpha, float) and alpha == 1.0):
+        g = alpha * g
+    with torch.no_grad():
+        loss_inner = model.inner_loss(f0.expand_as(target), target)
+    return z0 - g, loss_inner
 
 
 def affine_latents(
@@ -75,45 +107,48 @@ def affine_latents(
 
     jac, f0 = vmap(jacrev(pixel, argnums=1, has_aux=True), in_dims=(0, None))(pixels, z0[0])
     f0 = f0.reshape(1, *target.shape[1:])  # (1, *S, C): the output at the origin, for every image
-    r0, r1 = (
-        grad(lambda f, t=t: model.per_sample_loss(f, torch.full_like(f, t)).sum())(f0)
-        for t in (0.0, 1.0)
-    )
+    r0, dr = logit_gradient(model, f0, lambda fn, f: grad(fn)(f))
     jac = jac.reshape(f0.numel(), -1)
-    return _affine_from_jacobian(model, jac, f0, r0, r1, target, z0, alpha)
+    return _affine_from_jacobian(model, jac, f0, r0, dr, target, z0, alpha)
+
+
+def _autograd_grad(fn: Callable[[torch.Tensor], torch.Tensor], f: torch.Tensor) -> torch.Tensor:
+    return torch.autograd.grad(fn(f), f, create_graph=True)[0]
 
 
 def affine_latents_autograd(
-    model: nn.Module, coords: torch.Tensor, target: torch.Tensor
+    model: nn.Module,
+    coords: torch.Tensor,
+    target: torch.Tensor,
+    weights: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+    part: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``affine_latents`` with plain autograd: far fewer dispatcher layers in eager mode.
 
-    Every pixel gets its own copy of the origin, v (N, d), and the grid is run as a batch of N
-    one-pixel images, so d(sum_n f_c(c_n, v_n))/dv_n is row n of J for channel c. The graph is
-    kept (``create_graph``): the outer backward runs through J, f0 and r.
+    Every pixel gets its own copy of the origin, v (N, d), and the grid is run as N pixels each
+    paired with its own latent, so d(sum_n f_c(c_n, v_n))/dv_n is row n of J for channel c.
+    The graph is kept (``create_graph``): the outer backward runs through J, f0 and r.
+    ``weights`` and ``part`` (``decoder.block_weights()`` and the grid's ``coordinate_part``,
+    (N, H)) are computed here unless the caller, which reuses them, passes them.
     """
+    dec = model.decoder
     z0 = model.init_latent  # (1, d)
-    n = coords[0].numel() // coords.shape[-1]
-    pixels = coords.reshape(n, 1, coords.shape[-1])  # (N, 1, in)
     with torch.enable_grad():
-        v = z0.expand(n, -1)  # (N, d): a graph node when the origin is learned
+        weights = dec.block_weights() if weights is None else weights
+        if part is None:
+            part = dec.coordinate_part(coords.reshape(-1, coords.shape[-1]), weights)  # (N, H)
+        v = z0.expand(part.shape[0], -1)  # (N, d): a graph node when the origin is learned
         if not v.requires_grad:
-            v = v.clone().requires_grad_(True)
-        out = model.decoder.logits(pixels, v)  # (N, 1, C)
-        channels = out.shape[-1]
-        jac = torch.stack(
-            [
-                torch.autograd.grad(out[:, 0, c].sum(), v, create_graph=True)[0]  # (N, d)
-                for c in range(channels)
-            ],
-            dim=1,
-        )  # (N, C, d)
+            v = v.requires_grad_(True)  # a leaf view of the buffer, no copy
+        out = dec.logits_from(part, v, weights, paired=True)  # (N, C)
+        if out.shape[-1] == 1:
+            (jac,) = torch.autograd.grad(out, v, torch.ones_like(out), create_graph=True)
+        else:  # one backward per channel: (N, C, d) -> (N C, d), pixel-major like f0
+            jac = torch.stack(
+                [torch.autograd.grad(out[:, c].sum(), v, create_graph=True)[0]
+                 for c in range(out.shape[-1])],
+                dim=1,
+            ).flatten(0, 1)
         f0 = out.reshape(1, *target.shape[1:])  # (1, *S, C)
-        r0, r1 = (
-            torch.autograd.grad(
-                model.per_sample_loss(f0, torch.full_like(f0, t)).sum(), f0, create_graph=True
-            )[0]
-            for t in (0.0, 1.0)
-        )
-        jac = jac.reshape(-1, jac.shape[-1])
-        return _affine_from_jacobian(model, jac, f0, r0, r1, target, z0, model.alpha(0))
+        r0, dr = logit_gradient(model, f0, _autograd_grad)
+        return _affine_from_jacobian(model, jac, f0, r0, dr, target, z0, model.alpha(0))

@@ -149,6 +149,7 @@ class TrainStep:
                 "use path='functional' or 'affine' with compile=True"
             )
         self.model, self.coords, self.path, self.compile = model, coords, path, compile
+        self.pixels = coords.reshape(-1, coords.shape[-1])  # (N, in) when one grid (affine)
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.view = _Logits(model.decoder)
@@ -178,10 +179,16 @@ class TrainStep:
         """(grads by name, loss_outer, loss_inner) with plain autograd (the eager engine)."""
         if self.path == "affine":
             self._check_affine()
-            self.model.check_shapes(self.coords, target)
-            z, loss_inner = affine_latents_autograd(self.model, self.coords, target)
-            z, loss_inner = self.model.latent_steps(self.coords, target, z, 1, loss_inner)
-            loss_outer = self.model.outer_loss(self.model.decoder.logits(self.coords, z), target)
+            model, dec = self.model, self.model.decoder
+            model.check_shapes(self.coords, target)
+            # the weights (w0 folded in) and the grid's first-layer part, once for both passes
+            weights = dec.block_weights()
+            part = dec.coordinate_part(self.pixels, weights)  # (N, H)
+            z, loss_inner = affine_latents_autograd(model, self.coords, target, weights, part)
+            if model.latent_updates > 1:
+                z, loss_inner = model.latent_steps(self.coords, target, z, 1, loss_inner)
+            logits = dec.logits_from(part, z, weights).reshape(target.shape)  # (B, *S, C)
+            loss_outer = model.outer_loss(logits, target)
         else:
             _, loss_inner, loss_outer = gon_step(self.model, self.coords, target)
         grads = torch.autograd.grad(loss_outer, self.params, allow_unused=True)
@@ -218,4 +225,6 @@ class TrainStep:
         for n, p in zip(self.names, self.params, strict=True):
             g = grads[n]
             p.grad = torch.zeros_like(p) if g is None else g
-        return {"loss_inner": loss_inner.detach(), "loss_outer": loss_outer.detach()}
+        # values, no graph (the closed form's inner loss has none to cut)
+        return {"loss_inner": loss_inner.detach() if loss_inner.requires_grad else loss_inner,
+                "loss_outer": loss_outer.detach()}

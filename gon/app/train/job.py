@@ -8,8 +8,9 @@ Usage:
 
 The run dir gets checkpoint.pt (plain dict, atomic, every train.ckpt_every steps and at the end),
 metrics.json (with `val_curve`: the validation metrics at train.curve_points budgets, and
-`diverged`/`divergence`: train.loop.divergence of its losses and curve), recon.png,
-samples.png, and wandb/ (offline unless WANDB_MODE says otherwise)."""
+`diverged`/`divergence`: train.loop.divergence of its losses and curve), timing.json
+(`first_step_s`, compilation included), recon.png, samples.png, and wandb/ (offline unless
+WANDB_MODE says otherwise)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from gon.app.reliability.lifecycle import RunDirBusy, hold_run_dir
 from gon.app.tracking import Tracker, tracking
 from gon.app.train.loop import build_training, divergence, seed_all, train_steps
 from gon.app.train.resume import changed_keys, finished_objective, set_aside
+from gon.app.train.slots import trial_device
 from gon.app.trial_link import TrialLink
 from gon.app.variants import variant_tags
 
@@ -73,6 +75,22 @@ def _multirun_job() -> int | None:
     return None
 
 
+def _sweep() -> tuple[Path | None, int | None]:
+    """(sweep dir, hydra.sweeper.trials_per_gpu) of this multirun's job, else (None, None)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get() if _multirun_job() is not None else None
+    return (None, None) if hc is None else (
+        Path(hc.sweep.dir), OmegaConf.select(hc, "sweeper.trials_per_gpu", default=None))
+
+
+def _synced(t: torch.Tensor) -> float:
+    """perf_counter() once `t` (and the work before it) is computed."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+    return time.perf_counter()
+
+
 def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str, float]:
     """Mean losses of the steps since the last call (one device sync); stop on a non-finite one."""
     window = torch.stack(pending).view(-1, 2).cpu()  # (K, 2): inner, outer of steps step-K+1..
@@ -91,11 +109,12 @@ def _mean_losses(pending: list[torch.Tensor], step: int, lr: float) -> dict[str,
 class _Job:
     """One training job's state: data, model, optimizer, step, best objective, tracker."""
 
-    def __init__(self, cfg: DictConfig, ckpt: dict | None, link: TrialLink | None = None) -> None:
+    def __init__(self, cfg: DictConfig, ckpt: dict | None, link: TrialLink | None = None,
+                 device: torch.device | None = None) -> None:  # None: resolve cfg.device
         self.cfg, self.t, self.metric, self.link = cfg, cfg.train, cfg.optimized_metric, link
         self.run_dir = Path(cfg.paths.output_dir)
         seed_all(cfg.seed)
-        self.device = device = resolve_device(cfg.device, _multirun_job())
+        self.device = device = resolve_device(cfg.device) if device is None else device
         torch.set_float32_matmul_precision(self.t.matmul_precision)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # so libraries that use "the current GPU" use this one
@@ -109,7 +128,7 @@ class _Job:
             self.fit = binarize(self.fit, "train")
         self.coords = make_grid(h, w, device=device)  # (1, H, W, 2)
         self.model, self.optimizer, self.train_step = build_training(
-            cfg, self.coords, channels=c, image_size=(h, w), state=ckpt)
+            cfg, self.coords, channels=c, image_size=(h, w), state=ckpt, sweep_dir=_sweep()[0])
         self.step, self.best, self.last_train = 0, None, {}
         self.history: list[dict[str, float]] = []  # step + train losses, for the curves
         self.val_curve: list[dict[str, float]] = []  # step + val/* at the curve points
@@ -123,6 +142,7 @@ class _Job:
             self.val_curve = [r for r in self.val_curve if r["step"] in self.curve_steps()]
             set_rng_state(ckpt["rng"])
             log.info("resuming %s from step %d", self.run_dir, self.step)
+        self.first_step_s: float | None = None  # this process's first step (with compilation)
         variant = " ".join(variant_tags(cfg))
         log.info("training %s (%d images %dx%dx%d, %d held out for validation) on %s, %d params",
                  variant, n, h, w, c, len(val), device,
@@ -179,8 +199,11 @@ class _Job:
         tic, tic_step = time.perf_counter(), self.step
         steps = train_steps(self.model, self.optimizer, self.train_step, self.images,
                             t.batch_size, self.cfg.seed, self.step, self.pixels)
+        first = time.perf_counter()
         for step, losses in itertools.islice(steps, max(0, t.max_steps - self.step)):
             self.step = step
+            if self.first_step_s is None:  # one host sync, once: compiling (or a first step)
+                self.first_step_s = _synced(losses["loss_outer"]) - first
             pending += [losses["loss_inner"], losses["loss_outer"]]  # no kernel launch per step
             bar.update(1)
             end = step == t.max_steps
@@ -226,12 +249,15 @@ def train(cfg: DictConfig) -> float:
     validate_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with hold_run_dir(run_dir, wait_s=0.0 if _multirun_job() is None else LOCK_WAIT_S):
+    sweep_dir, per_gpu = _sweep()
+    device = resolve_device(cfg.device)
+    with hold_run_dir(run_dir, wait_s=0.0 if sweep_dir is None else LOCK_WAIT_S), \
+            trial_device(device, cfg.device not in ("auto", "cuda"), sweep_dir, per_gpu) as device:
         _clean_leftovers(run_dir)
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, device)
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> float:
+def _train(cfg: DictConfig, run_dir: Path, device: torch.device) -> float:
     metric = cfg.optimized_metric
     if not cfg.train.resume:
         set_aside(run_dir)
@@ -246,7 +272,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         if (objective := finished_objective(cfg, ckpt, run_dir / "metrics.json")) is not None:
             return objective
     link = TrialLink.from_env()  # the Optuna trial of a gon_optuna sweep's job
-    job = _Job(cfg, ckpt, link)
+    job = _Job(cfg, ckpt, link, device)
     trial = {"optuna_trial": link.number, "optuna_study": link.study.study_name} if link else {}
     with tracking(cfg, ckpt.get("wandb_id") if ckpt else None, trial) as tracker, \
             logging_redirect_tqdm():
@@ -261,5 +287,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                   "optimized_metric": metric, "objective": metrics[metric],
                   "diverged": why is not None, "divergence": why, "val_curve": job.val_curve}
         save_json(run_dir / "metrics.json", result)
+        save_json(run_dir / "timing.json", {"first_step_s": job.first_step_s})  # with compiling
         tracker.summary({k: v for k, v in result.items() if k != "val_curve"})
     return float(metrics[metric])

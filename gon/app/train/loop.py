@@ -22,6 +22,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from omegaconf import DictConfig
 
 from gon import GON, TrainStep
 from gon.app.build import build_model, build_optimizer
-from gon.app.config import ConfigError
+from gon.app.train.compiling import build_step
 
 # A run diverged if a training loss is not finite, if its latest loss is this many times its
 # lowest (an Adam step that blew the weights up: a trained GON's loss stays within ~2x of its
@@ -93,21 +94,19 @@ def batches(images: torch.Tensor, batch_size: int, seed: int,
 
 def build_training(cfg: DictConfig, coords: torch.Tensor, channels: int,
                    image_size: tuple[int, int], compile: bool | None = None,
-                   state: dict | None = None) -> tuple[GON, torch.optim.Adam, TrainStep]:
+                   state: dict | None = None, sweep_dir: Path | None = None,
+                   ) -> tuple[GON, torch.optim.Adam, TrainStep]:
     """cfg's model (on coords' device), its optimizer and its TrainStep (train.step_path;
-    compiled per train.compile unless `compile` says otherwise); `state` (a checkpoint's
-    "model" and "optimizer") is loaded into them."""
+    compiled per train.compile unless `compile` says otherwise: compiling.build_step, with
+    the sweep's compile cache in a multirun's `sweep_dir`); `state` (a checkpoint's "model"
+    and "optimizer") is loaded into them."""
     t = cfg.train
     model = build_model(cfg, channels=channels, image_size=image_size).to(coords.device)
     optimizer = build_optimizer(cfg, model)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-    try:  # a path that does not fit the model (affine with dropout, compiled autograd)
-        step_fn = TrainStep(model, coords, t.compile if compile is None else compile,
-                            t.step_path, t.compile_mode if compile is None else "default")
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    step_fn = build_step(model, coords, t, sweep_dir, compile)
     return model, optimizer, step_fn
 
 

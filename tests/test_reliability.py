@@ -230,6 +230,7 @@ def test_corrupt_study_database_and_too_large_model_are_one_line(tmp_path: Path,
 @pytest.mark.parametrize(("override", "line"), [
     ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 (must be an integer >= 1)"),
     ("train.max_steps=-1", "train.max_steps=-1 (must be an integer >= 1) (for every trial"),
+    ("hydra.sweeper.n_trials=47", "hydra.sweeper.n_trials=47 is below the grid's 48 points"),
 ])
 def test_bad_sweep_settings_stop_before_the_first_trial(tmp_path: Path, data_dir: Path,
                                                         override: str, line: str) -> None:

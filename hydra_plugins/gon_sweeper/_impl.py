@@ -99,7 +99,13 @@ class ResumableSweep(OptunaSweeperImpl):
         if self._is_grid():
             grid = {k: self._to_grid_sampler_choices(d) for k, d in space.items()}
             self.sampler, self.grid = self.sampler(grid), grid
-            n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
+            size = math.prod(len(v) for v in grid.values())
+            if n_trials < size:  # a comparison missing points could never be evaluated
+                raise chk.SweepError(
+                    f"hydra.sweeper.n_trials={n_trials} is below the grid's {size} points: a "
+                    f"grid comparison runs every point; set hydra.sweeper.n_trials={size} "
+                    "(or more)")
+            n_trials = size
         return space, fixed, fixed_overrides, n_trials
 
     def _batch_size(self, n_trials: int) -> int:

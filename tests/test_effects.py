@@ -128,6 +128,40 @@ def test_sweep_effects_tables_and_answer(tmp_path: Path) -> None:
     assert "ranking by test psnr" in text and text.count("\n") < 20
 
 
+def test_a_diverged_run_is_left_out_of_the_effects_too() -> None:
+    """One filter (compare.finished) for the ranking and the effects: a diverged seed's value
+    would move the loss effect by -2 dB if it were averaged in."""
+    cells = {("none", "bce"): 20.0, ("nerf", "bce"): 18.0, ("none", "mse"): 16.0,
+             ("nerf", "mse"): 14.0}
+    runs = [_run(e, lo, s, m + 0.1 * s) for (e, lo), m in cells.items() for s in range(3)]
+    runs.append(_run("none", "mse", 3, -8.0))  # a fourth seed of none-mse that diverged
+    runs[-1].metrics["diverged"] = 1.0
+    eff, comp = sweep_effects(runs), compare(runs)
+    main = {r["factor"]: r for r in eff.test["psnr"].main}
+    assert main["loss"]["estimate"] == pytest.approx(-4.0)  # not -5.x with the diverged run
+    assert main["loss"]["n"] == 6 and {r["step"] for r in eff.by_step} == {10, 20}
+    assert next(v for v in comp.variants if v.name == "none-siren-mse-sum").diverged == 1
+
+
+def test_the_multirun_answer_counts_diverged_runs_apart(tmp_path: Path) -> None:
+    for i, (block, value, diverged) in enumerate([("siren", 20.0, None), ("siren", 20.5, None),
+                                                   ("modulated", 18.0, None),
+                                                   ("modulated", 18.4, None),
+                                                   ("modulated", 3.0, "loss exploded")]):
+        run_dir = tmp_path / str(i)
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text(f"- block={block}\n- seed={i}\n")
+        (run_dir / ".hydra" / "config.yaml").write_text(
+            f"seed: {i}\noptimized_metric: val/psnr\nblock: {{name: {block}}}\n"
+            "encoding: {name: none}\nloss: {name: bce}\nlatent_reduction: {name: sum}\n"
+            "encoder: {name: gradient_origin}\n")
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"optimized_metric": "val/psnr", "val/psnr": value, "diverged": diverged}))
+    text = validation_answer(tmp_path)
+    assert f"== {tmp_path}: 4 runs (1 diverged, left out), validation psnr" in text
+    assert re.search(r"\n  block +modulated - siren +-2\.050 +\[", text), text
+
+
 @pytest.mark.slow
 def test_a_multirun_ends_with_the_answer(tmp_path: Path, data_dir: Path) -> None:
     """`python -m gon.train -m block=siren,modulated train.lr=...` with the basic launcher:

@@ -88,13 +88,14 @@ def objective(runs: list[Variant]) -> tuple[str, bool]:
     return metric.removeprefix("val/"), HIGHER_IS_BETTER.get(metric, True)
 
 
-def _finished(runs: list[Variant]) -> list[Variant]:
-    """The runs whose training did not diverge (gon.app.train.loop.divergence)."""
+def finished(runs: list[Variant]) -> list[Variant]:
+    """The runs whose training did not diverge (gon.app.train.loop.divergence): the one filter
+    of the ranking, the curves and the effects (a diverged run is counted, never averaged in)."""
     return [r for r in runs if not r.metrics.get("diverged")]
 
 
 def _curve_values(runs: list[Variant], step: int) -> list[float]:
-    return [r[f"val/{CURVE_METRIC}"] for run in _finished(runs) for r in run.val_curve
+    return [r[f"val/{CURVE_METRIC}"] for run in finished(runs) for r in run.val_curve
             if r["step"] == step and f"val/{CURVE_METRIC}" in r]
 
 
@@ -107,11 +108,11 @@ def compare(runs: list[Variant]) -> Comparison:
     summaries = {}
     for name, group in groups.items():
         group.sort(key=lambda r: r.seed)
-        kept = _finished(group)
+        kept = finished(group)
         stats = {m: interval([r.metrics[m] for r in kept if m in r.metrics])
                  for m in (*METRICS, *LIKELIHOOD) if any(m in r.metrics for r in group)}
         summaries[name] = VariantSummary(name, group, stats, diverged=len(group) - len(kept))
-    samples = {n: [r.metrics.get(metric, math.nan) for r in _finished(s.runs)]
+    samples = {n: [r.metrics.get(metric, math.nan) for r in finished(s.runs)]
                for n, s in summaries.items()}
     ranked = ranking(samples, higher)
     for r in ranked:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gon.app.config import default_choices
-from gon.app.evaluate.compare import CURVE_METRIC, Comparison, metric_names
+from gon.app.evaluate.compare import CURVE_METRIC, Comparison, finished, metric_names
 from gon.app.factorial import Effects, effects
 from gon.app.reliability.checkpoint import save_csv, save_json
 from gon.app.stats import indistinguishable, ranking_table
@@ -78,7 +78,8 @@ def _at_step(runs: list[Variant], step: int) -> list[dict[str, Any]]:
 
 def sweep_effects(runs: list[Variant]) -> SweepEffects:
     """The effects of the axes that varied, on every test metric and at every budget that
-    every run reached (the validation curve's steps)."""
+    every run reached (the validation curve's steps), over the runs that did not diverge."""
+    runs = finished(runs)
     rows = run_rows(runs)
     factors = [f for f in FACTORS if len({r[f] for r in rows}) > 1]
     reference = default_choices()  # where a factor's default did not run: its first level

@@ -53,7 +53,8 @@ def read_runs(sweep_dir: Path) -> list[dict[str, Any]]:
         rows.append({**_overrides(path.parent),
                      **dict(zip(VARIANT_AXES, variant_choices(cfg, VARIANT_AXES), strict=True)),
                      "variant": variant_name(cfg), "seed": cfg.get(SEED, 0),
-                     "metric": metric, "value": metrics.get(metric)})
+                     "metric": metric, "value": metrics.get(metric),
+                     "diverged": bool(metrics.get("diverged"))})
     return rows
 
 
@@ -61,12 +62,14 @@ def validation_answer(sweep_dir: Path, top: int | None = 5) -> str | None:
     """The effects of what varied and the ranking's top `top` on the validation objective of a
     sweep's runs (top None: every variant); None without finished runs."""
     rows = [r for r in read_runs(sweep_dir) if isinstance(r["value"], (int, float))]
+    diverged = [r for r in rows if r["diverged"]]  # counted, never averaged in
+    rows = [r for r in rows if not r["diverged"]]
     if not rows:
         return None
     metric = rows[0]["metric"]
     rows = [r for r in rows if r["metric"] == metric]
     extra = sorted({k for r in rows for k in r} - {*VARIANT_AXES, "variant", "seed", "metric",
-                                                   "value"})
+                                                   "value", "diverged"})
     extra = [k for k in extra if 1 < len({r.get(k) for r in rows}) <= MAX_LEVELS]
     samples: dict[str, list[float]] = {}
     for r in rows:  # a variant is its axes and the other values that vary
@@ -77,8 +80,10 @@ def validation_answer(sweep_dir: Path, top: int | None = 5) -> str | None:
     fit = effects(rows, factors, "value", default_choices())
     fit.metric = metric
     ranked = ranking(samples, HIGHER_IS_BETTER.get(metric, True))
-    return "\n".join([f"== {sweep_dir}: {len(rows)} runs, {label} at the end of training "
-                      "(test split: gon-evaluate) ==", fit.table(label),
+    left_out = f" ({len(diverged)} diverged, left out)" if diverged else ""
+    head = (f"== {sweep_dir}: {len(rows)} runs{left_out}, {label} at the end of training "
+            "(test split: gon-evaluate) ==")
+    return "\n".join([head, fit.table(label),
                       ranking_table(ranked, top, label)])
 
 

@@ -114,11 +114,15 @@ def render_claims(data: dict[str, Any], path: Path) -> list[str]:
         setup += f"; overrides {fmt(s['overrides'])}"
     rows = [[f"`{e['id']}` ({e['measure']})",
              f"{e['contender']} / {e['baseline']} ({e['params']['contender']} / "
-             f"{e['params']['baseline']})", fmt(e["values"]), entry_summary(e), e["verdict"]]
+             f"{e['params']['baseline']})", fmt(e["values"]), entry_summary(e),
+             e["verdict"] + (f" ({e['note']})" if e.get("note") else ""),
+             e.get("anchor", "") if e.get("budget") != "time" else "same as @steps"]
             for e in data["entries"]]
     return [source_line(path, setup), "", f"Rule: {s.get('rule', '')}", "",
+            *([f"Diverged seeds and collapsed models: {s['divergence_rule']}", ""]
+              if s.get("divergence_rule") else []),
             *table(["entry", "contender / baseline (params)", "per seed", "mean [95 % CI]",
-                    "verdict"], rows)]
+                    "verdict (note)", "published anchor"], rows)]
 
 
 def render_quality(data: dict[str, Any], path: Path) -> list[str]:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from gon import GON
 from gon.app.build import build_model, count_params, load_images, match_width
-from gon.app.claims.table import TRIALS, VERDICT_RULE, entries
+from gon.app.claims.table import DIVERGENCE_RULE, TRIALS, VERDICT_RULE, entries
 from gon.app.claims.trials import run_trial
 from gon.app.config import compose
 from gon.app.tracking import init_run
@@ -112,7 +112,8 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
              "jobs": jobs, "threads_per_job": 1, "load_avg_1min_at_start": load,
              "wall_s": time.perf_counter() - wall, "cpu_s": cpu,  # cpu_s: of the whole process
              "overrides": overrides, "modulated_matched_hidden_dim": width,
-             "rule": VERDICT_RULE, "trials": {n: TRIALS[n] for n in TRIALS},
+             "rule": VERDICT_RULE, "divergence_rule": DIVERGENCE_RULE,
+             "trials": {n: TRIALS[n] for n in TRIALS},
              "environment": environment()}
     return {"setup": setup, "entries": entries(rows, seeds)}
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -51,6 +53,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--budget-s", type=float, default=None, help="a time budget given instead "
                    "of measured (skips the baseline; for scans, not for the targets)")
+    p.add_argument("--curve-every", type=int, default=0, help="also score the validation "
+                   "split every N steps (the curve, and its largest fall after its first "
+                   "quarter)")
+    p.add_argument("--target-db", type=float, default=None, help="say whether the mean test "
+                   "PSNR at --steps meets this")
     p.add_argument("--json", type=Path, default=None, help="also write the figures there "
                    "(benchmarks/results/quality-*.json: docs/results.md is drawn from it)")
     args = p.parse_args()
@@ -59,21 +66,37 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"load: {load:.1f} (1-min average), torch threads {torch.get_num_threads()}")
     base_cfg = config(args.baseline.split())
-    train, _, test = load_images(base_cfg, torch.device("cpu"))  # the validation split unused
+    train, val, test = load_images(base_cfg, torch.device("cpu"))
+    val = val[:base_cfg.eval.num_images]  # as training scores it
 
     def trials(overrides: str, seconds: float | None, steps: int = args.steps) -> list[dict]:
-        return [run_trial(config([*overrides.split(), f"seed={s}"]), train, test, steps,
-                          seconds) for s in args.seeds]
+        rows = []
+        for s in args.seeds:
+            wall = time.perf_counter()
+            rows.append(run_trial(config([*overrides.split(), f"seed={s}"]), train, test, steps,
+                                  seconds, val=val, curve_every=args.curve_every))
+            rows[-1]["wall_s"] = time.perf_counter() - wall  # start-up and scoring included
+            if "val_curve" in rows[-1]:
+                rows[-1]["val_fall_db"] = fall_after_first_quarter(rows[-1]["val_curve"])
+        return rows
 
     def line(name: str, rows: list[dict], key: str) -> str:
         psnr = [r[key]["psnr"] for r in rows]
         lo, hi = ci95(psnr)
         steps = statistics.mean(r[key]["step"] for r in rows)
         secs = statistics.mean(r[key]["seconds"] for r in rows)
+        falls = [r["val_fall_db"] for r in rows if "val_fall_db" in r]
         return (f"{name:<70s} {key:<8s} psnr {statistics.mean(psnr):6.2f} dB "
                 f"[{lo:6.2f}, {hi:6.2f}] (seeds: {', '.join(f'{p:.2f}' for p in psnr)})  "
-                f"steps {steps:7.0f}  train {secs:6.1f} s  "
-                f"params {rows[0]['params']}  path {rows[0]['path']}")
+                f"steps {steps:7.0f}  train {secs:6.1f} CPU-s  "
+                f"wall {sum(r['wall_s'] for r in rows):6.1f} s  "
+                f"params {rows[0]['params']}  path {rows[0]['path']}"
+                + (f"  val curve falls {', '.join(f'{f:.2f}' for f in falls)} dB"
+                   if falls else "")
+                + ("" if args.target_db is None or key != "at_steps" else
+                   f"\n  target {args.target_db:g} dB at {steps:.0f} steps: "
+                   f"{'met' if statistics.mean(psnr) >= args.target_db else 'NOT met'} by "
+                   f"the mean of {len(psnr)} seeds"))
 
     budget = args.budget_s
     figures = []
@@ -99,6 +122,18 @@ def main() -> None:
             indent=1) + "\n")
 
 
+def fall_after_first_quarter(curve: list[dict]) -> float:
+    """The largest fall (dB) of a validation curve below its own best so far, at the points
+    past its first quarter of steps (0: it never fell back there)."""
+    last = curve[-1]["step"]
+    best, fall = -math.inf, 0.0
+    for point in curve:
+        best = max(best, point["psnr"])
+        if point["step"] > last / 4:
+            fall = max(fall, best - point["psnr"])
+    return fall
+
+
 def summary(config: str, role: str, rows: list[dict], keys: tuple[str, ...]) -> dict:
     """One config's figures over the seeds for --json: per-seed PSNR, mean, 95 % interval."""
     out: dict = {"config": config, "role": role, "params": rows[0]["params"], "at_time": None}
@@ -108,6 +143,10 @@ def summary(config: str, role: str, rows: list[dict], keys: tuple[str, ...]) -> 
                     "ci95": list(ci95(psnr)),
                     "steps_mean": statistics.mean(r[key]["step"] for r in rows),
                     "seconds_mean": statistics.mean(r[key]["seconds"] for r in rows)}
+    out["wall_s"] = [r["wall_s"] for r in rows]
+    if all("val_curve" in r for r in rows):
+        out["val_curves"] = [r["val_curve"] for r in rows]
+        out["val_fall_db"] = [r["val_fall_db"] for r in rows]
     return out
 
 if __name__ == "__main__":

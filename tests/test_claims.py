@@ -200,3 +200,27 @@ def _ok() -> dict:
     figs = {"step": 30, "seconds": 1.0, "mse": 0.01, "psnr": 20.0, "nelbo": 30.0, "kl": 5.0,
             "diverged": None}
     return {"params": 10, "batch_dependence": 0.0, "at_steps": figs, "at_time": figs}
+
+
+def test_quality_benchmark_curves_targets_and_json(data_dir: Path, tmp_path: Path) -> None:
+    """benchmarks/quality.py in one run: the baseline, a candidate at both budgets, each
+    seed's value, wall and CPU seconds, the validation curve's fall and the target line."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    tiny = f"paths.data_dir={data_dir} model.hidden_dim=8 model.latent_dim=4 train.batch_size=8"
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "quality.py"), "--steps", "8", "--seeds",
+         "0", "1", "--threads", "1", "--curve-every", "4", "--target-db", "99",
+         "--baseline", tiny, "--candidate", f"{tiny} train.lr_schedule=cosine",
+         "--json", str(tmp_path / "q.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "target 99 dB at 8 steps: NOT met by the mean of 2 seeds" in out.stdout
+    assert "val curve falls" in out.stdout and "wall" in out.stdout
+    rows = json.loads((tmp_path / "q.json").read_text())["rows"]
+    cand = rows[1]
+    assert cand["config"].endswith("train.lr_schedule=cosine") and len(cand["wall_s"]) == 2
+    assert [p["step"] for p in cand["val_curves"][0]] == [4, 8]
+    assert len(cand["val_fall_db"]) == 2 and all(f >= 0 for f in cand["val_fall_db"])

@@ -22,7 +22,7 @@ from gon.app.config import ConfigError, validate_config
 from gon.app.data.datasets import binarize, load_splits, validation_indices
 from gon.app.reliability.checkpoint import CheckpointError
 from gon.app.train.job import DivergenceError, _Job, train
-from gon.app.train.loop import batches
+from gon.app.train.loop import batches, lr_factor
 
 VAL_KEYS = ("val/mse", "val/psnr", "val/ssim", "val/bce")
 
@@ -159,6 +159,35 @@ def test_resume_continues_exactly(tiny_cfg, tmp_path: Path) -> None:
     resumed = train(tiny_cfg(*common, "train.max_steps=10", run="parts"))
     assert resumed == whole
     assert _metrics(tmp_path / "parts") == _metrics(tmp_path / "whole")
+
+
+def test_lr_schedule_factors() -> None:
+    assert [lr_factor("constant", s, 4) for s in (1, 4, 9)] == [1.0, 1.0, 1.0]
+    cos = [lr_factor("cosine", s, 4) for s in (1, 2, 3, 4, 5, 99)]
+    assert cos == pytest.approx([1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5,
+                                 0.5 - 0.5 * math.cos(math.pi / 4)] + [cos[3]] * 2)
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        lr_factor("step", 1, 4)
+
+
+def test_cosine_schedule_sets_every_group_and_keeps_its_horizon(tiny_cfg,
+                                                                tmp_path: Path) -> None:
+    """Every group's lr (the step sizes' own too) follows the cosine, a function of the step
+    alone (so a resume lands on the same rates); a resume that would change max_steps (the
+    horizon) is refused in one line."""
+    common = ("train.lr_schedule=cosine", "model.step_size=per_dim", "train.step_size_lr=0.01",
+              "train.ckpt_every=3", "train.log_every=2")
+    whole = train(tiny_cfg(*common, "train.max_steps=8", run="whole"))
+    constant = train(tiny_cfg(*common[1:], "train.max_steps=8", run="constant"))
+    assert whole != constant
+    ckpt = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
+    groups = ckpt["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == [1e-3, 0.01]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3 * lr_factor("cosine", 8, 8),
+                                                       0.01 * lr_factor("cosine", 8, 8)])
+    with pytest.raises(ConfigError, match=r"train.max_steps: 8 -> 12 \(the horizon of "
+                                          r"lr_schedule=cosine\)"):
+        train(tiny_cfg(*common, "train.max_steps=12", run="whole"))
 
 
 def test_learning_curve_points_and_seeds(tiny_cfg, tmp_path: Path, data_dir: Path) -> None:

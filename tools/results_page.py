@@ -135,11 +135,15 @@ def render_quality(data: dict[str, Any], path: Path) -> list[str]:
                 rows.append([f"`{r['config']}`", r["role"], at.replace("_", " "),
                              f"{fmt(a['psnr_mean'], 4)} [{fmt(a['ci95'][0], 4)}, "
                              f"{fmt(a['ci95'][1], 4)}]", fmt(a["psnr"], 4),
-                             fmt(a["steps_mean"], 4), fmt(a["seconds_mean"], 3), r["params"]])
+                             fmt(a["steps_mean"], 4), fmt(a["seconds_mean"], 3), r["params"],
+                             fmt(r["val_fall_db"], 3) if r.get("val_fall_db") and
+                             at == "at_steps" else ""])
     return [source_line(path, setup_text(data.get("setup"))), "",
             f"Command: `{data.get('command', '')}`", "",
             *table(["config", "role", "scored", "test PSNR dB [95 % CI]", "per seed",
-                    "steps", "training CPU-s", "params"], rows)]
+                    "steps", "training CPU-s", "params",
+                    "validation curve's largest fall after its first quarter, dB, per seed"],
+                   rows)]
 
 
 def render_generic(data: Any, path: Path) -> list[str]:

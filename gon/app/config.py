@@ -35,6 +35,7 @@ ENCODER_NETS = ("auto", "mlp", "conv")
 
 
 FINAL_ACTIVATIONS = {"sigmoid": torch.sigmoid, "none": None}
+LR_SCHEDULES = ("constant", "cosine")  # train.lr_schedule (gon.app.train.loop.lr_factor)
 
 
 
@@ -150,6 +151,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.max_steps": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
     "train.lr": _positive(),
+    "train.lr_schedule": ((lambda v: v in LR_SCHEDULES), ", ".join(LR_SCHEDULES)),
     "train.compile": ((lambda v: v in (True, False, "auto")), "true, false or auto"),
     "train.compile_mode": (
         (lambda v: v in TrainStep.COMPILE_MODES), ", ".join(TrainStep.COMPILE_MODES)

@@ -61,13 +61,17 @@ def run_trial(
     steps: int,
     seconds: float | None = None,
     probe: Callable[[GON, torch.Tensor], dict[str, Any]] | None = None,
+    val: torch.Tensor | None = None,
+    curve_every: int = 0,
 ) -> dict[str, Any]:
     """Train cfg's model from seed cfg.seed on ``train`` (N, H, W, C); score ``test`` after
     ``steps`` steps ("at_steps") and after ``seconds`` of training time ("at_time", when
     given). Both record the step, the training seconds so far, the test mse/psnr and
     "diverged": None or why (train.loop.divergence of the losses so far and the budgets'
     PSNRs); a non-finite loss ends the trial, its budgets not reached scored nan.
-    ``probe(model, coords)``, if given, measures the trained model at the end (merged in)."""
+    ``probe(model, coords)``, if given, measures the trained model at the end (merged in).
+    With ``val`` images and ``curve_every`` > 0: "val_curve", the validation PSNR every
+    ``curve_every`` steps up to ``steps`` ({step, seconds, psnr}; the clock stops meanwhile)."""
     validate_config(cfg)
     seed_all(cfg.seed)
     n, h, w, c = train.shape
@@ -78,7 +82,8 @@ def run_trial(
     out: dict[str, Any] = {"params": count_params(model), "path": step_fn.path}
     step, clock, seen, psnrs = 0, 0.0, [], []  # seen: the training losses so far
     budgets = ["at_steps"] + (["at_time"] if seconds is not None else [])
-    trained = train_steps(model, opt, step_fn, train, b, cfg.seed)
+    trained = train_steps(model, opt, step_fn, train, b, cfg.seed,  # lr schedule over `steps`
+                          schedule=cfg.train.lr_schedule, horizon=steps)
     while step < steps or (seconds is not None and clock < seconds):
         tic = CLOCK()
         step, losses = next(trained)
@@ -91,6 +96,10 @@ def run_trial(
                 out.setdefault(key, {"step": step, "seconds": clock, **nan,
                                      "diverged": divergence(seen)})
             return out | ({"batch_dependence": math.nan} if probe is not None else {})
+        if curve_every and val is not None and step <= steps and (
+                step % curve_every == 0 or step == steps):
+            out.setdefault("val_curve", []).append(
+                {"step": step, "seconds": clock, "psnr": score(model, coords, val, b)["psnr"]})
         for key, reached in (("at_steps", step >= steps),
                              ("at_time", seconds is not None and clock >= seconds)):
             if reached and key not in out:

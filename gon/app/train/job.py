@@ -198,7 +198,8 @@ class _Job:
         curve = self.curve_steps()
         tic, tic_step = time.perf_counter(), self.step
         steps = train_steps(self.model, self.optimizer, self.train_step, self.images,
-                            t.batch_size, self.cfg.seed, self.step, self.pixels)
+                            t.batch_size, self.cfg.seed, self.step, self.pixels,
+                            t.lr_schedule, t.max_steps)
         first = time.perf_counter()
         for step, losses in itertools.islice(steps, max(0, t.max_steps - self.step)):
             self.step = step

@@ -9,7 +9,8 @@ Usage:
         ...  # the caller logs, evaluates, checkpoints and decides when to stop (break)
 
 Each step of number s (1, 2, ...): the model's KL weight for s (set_step), one TrainStep on the
-batch of step s, one optimizer step. The batches of an epoch are a function of (seed, epoch)
+batch of step s, the learning rates of step s (train.lr_schedule: ``lr_factor``), one optimizer
+step. The batches of an epoch are a function of (seed, epoch)
 alone, so a resumed run draws exactly the batches of an uninterrupted one.
 
 ``divergence(losses, psnrs)`` is the one rule for a run that diverged (the claims leave such a
@@ -30,6 +31,7 @@ from omegaconf import DictConfig
 
 from gon import GON, TrainStep
 from gon.app.build import build_model, build_optimizer
+from gon.app.config import LR_SCHEDULES
 from gon.app.train.compiling import build_step
 
 # A run diverged if a training loss is not finite, if its latest loss is this many times its
@@ -62,6 +64,19 @@ def divergence(losses: Sequence[float], psnrs: Sequence[float] = (),
         return (f"PSNR fell to {psnrs[-1]:.2f} dB from its best {best:.2f} dB "
                 f"(> {DIVERGED_PSNR_DROP_DB:g} dB)")
     return None
+
+
+def lr_factor(schedule: str, step: int, horizon: int) -> float:
+    """The factor of every learning rate at training step `step` (1, 2, ...): 1 ("constant"),
+    or a half cosine from 1 at step 1 towards 0 at step `horizon` (train.max_steps), held at
+    its last value past it ("cosine": SGDR's annealing without restarts; MAML++ anneals its
+    meta-optimizer so, for the oscillation of meta-learned inner steps). A function of the
+    step alone: a resumed run gets exactly the rates of an uninterrupted one."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (min(step, horizon) - 1) / max(horizon, 1)))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; choose one of {LR_SCHEDULES}")
 
 
 def seed_all(seed: int) -> None:
@@ -113,12 +128,20 @@ def build_training(cfg: DictConfig, coords: torch.Tensor, channels: int,
 def train_steps(model: GON, optimizer: torch.optim.Optimizer, step_fn: TrainStep,
                 images: torch.Tensor, batch_size: int, seed: int, start: int = 0,
                 pixels: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                schedule: str = "constant", horizon: int = 1,
                 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Train step start+1, start+2, ... for as long as the caller iterates; yields (step,
     losses) after each optimizer step (the losses as tensors: reading them syncs a device).
-    `pixels(batch)` turns a batch into what is trained on (a binarisation draw)."""
+    `pixels(batch)` turns a batch into what is trained on (a binarisation draw); every param
+    group's lr is its "initial_lr" (build_optimizer's) x lr_factor(schedule, step, horizon)."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
     for step, batch in enumerate(batches(images, batch_size, seed, start), start + 1):
         model.set_step(step)  # e.g. the KL weight of this step (a warm-up); a no-op for most
         losses = step_fn(batch if pixels is None else pixels(batch))  # writes p.grad
+        if schedule != "constant":
+            factor = lr_factor(schedule, step, horizon)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
         optimizer.step()
         yield step, losses

@@ -45,9 +45,15 @@ def _leaves(node: Any, key: str = "") -> dict[str, Any]:
 def changed_keys(old: dict, new: dict) -> list[str]:
     """The config's changes since the checkpoint, but for the keys that may change."""
     before, after = _leaves(old), _leaves(new)
-    return [f"{k}: {before.get(k)} -> {after.get(k)}" for k in sorted(before.keys() | after.keys())
-            if before.get(k) != after.get(k) and not any(
-                k == m or k.startswith(m + ".") for m in MAY_CHANGE_ON_RESUME)]
+    out = [f"{k}: {before.get(k)} -> {after.get(k)}" for k in sorted(before.keys() | after.keys())
+           if before.get(k) != after.get(k) and not any(
+               k == m or k.startswith(m + ".") for m in MAY_CHANGE_ON_RESUME)]
+    horizon = "train.max_steps"  # a decaying lr_schedule's horizon: its past rates would change
+    if after.get("train.lr_schedule", "constant") != "constant" and \
+            before.get(horizon) != after.get(horizon):
+        out.append(f"{horizon}: {before.get(horizon)} -> {after.get(horizon)} (the horizon of "
+                   f"lr_schedule={after['train.lr_schedule']})")
+    return out
 
 
 def finished_objective(cfg: DictConfig, ckpt: dict, metrics_path: Path) -> float | None:

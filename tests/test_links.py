@@ -16,7 +16,7 @@ import optuna
 import pytest
 from helpers import run, train_cli
 from optuna.trial import TrialState
-from wandb_reader import read_run
+from wandb_reader import read_run, trial_run
 
 from gon.app import trial_link
 from gon.app.sweeps import link
@@ -60,8 +60,7 @@ def test_tpe_sweep_reports_curves_and_prunes(tmp_path: Path, data_dir: Path) -> 
             assert not (sweep_dir / str(t.number) / "metrics.json").exists()
             assert f"trial {t.number} pruned: at step {steps[-1]}" in out
         assert t.user_attrs["run_dir"] == str((sweep_dir / str(t.number)).resolve())
-        (run_dir,) = (sweep_dir / str(t.number) / "wandb").glob("offline-run-*")
-        wb = read_run(run_dir)
+        wb = trial_run(sweep_dir, t)  # all trials in <sweep>/wandb
         assert t.user_attrs["wandb_run"].endswith(f"gon/{wb['run']['id']}")
         assert wb["config"]["optuna_trial"] == t.number
         assert wb["config"]["optuna_study"] == study.study_name
@@ -73,6 +72,8 @@ def test_tpe_sweep_reports_curves_and_prunes(tmp_path: Path, data_dir: Path) -> 
     out = run(args, tmp_path)  # resume: a pruned trial is finished, not re-run
     assert "8/8 trials finished" in out and "Launching" not in out, out[-3000:]
     assert [t.state for t in _study(sweep_dir).trials] == states
+    assert len(list((sweep_dir / "wandb").glob("offline-run-*"))) == 8  # one W&B dir, 8 runs
+    assert not list(sweep_dir.glob("*/wandb"))
 
 
 @pytest.mark.slow

@@ -186,6 +186,7 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
     print(shown)
     header = shown.splitlines()[0].split()
     assert len(header) <= 40 and "best.variant" in header and "indistinguishable" in header
+    assert "wandb.group" in header and "wandb.project" in header
     assert not any(c.startswith(tuple(names)) for c in header)  # not metrics.json's columns
     runs = list(csv.DictReader(open(repo / "reports" / "runs.csv")))
     assert len(runs) == 8 and {r["seed"] for r in runs} == {"0", "1"}
@@ -203,8 +204,13 @@ def test_shrunk_pipeline_in_a_copy_of_the_repo(tmp_path: Path) -> None:
         names)
     assert summary["history"][0]["variants/_type"] == "table-file"
     assert summary["history"][0]["variants/nrows"] == 4
-    (train_run,) = (repo / "outputs" / "sweep" / "0" / "wandb").glob("offline-run-*")
-    assert {r["run"]["group"] for r in runs} == {read_run(train_run)["run"]["group"]} == {study}
+    trains = [read_run(d) for d in (repo / "outputs" / "sweep" / "wandb").glob("offline-run-*")]
+    assert len(trains) == 8 and {r["run"]["group"] for r in runs  # one W&B dir:
+                                 if r["run"]["job_type"] != "claims"} == {study}
+    assert {r["run"]["job_type"] for r in runs} == {"train", "eval", "summary", "claims"}
+    assert len(runs) == 8 + 4 + 1 + 1  # reports/wandb, what `wandb leet reports/wandb` shows
+    assert {r["run"]["id"] for r in trains} <= {r["run"]["id"] for r in runs}
+    assert head["wandb"] == {"project": "gon", "group": study}  # `dvc metrics show` names it
 
     start = time.perf_counter()  # a second repro does nothing
     out = _run([*DVC, "repro"], repo, env)

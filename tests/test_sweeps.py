@@ -21,7 +21,7 @@ from helpers import compose_config, kill_when, run, start, train_cli
 from omegaconf import DictConfig
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
-from wandb_reader import read_run
+from wandb_reader import trial_run
 
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import cli as sweep_cli
@@ -118,8 +118,7 @@ def test_more_seeds_train_only_the_new_seeds(tmp_path: Path, data_dir: Path) -> 
         ("modulated", 2), ("siren", 2)]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # seeds 0, 1 not retrained
     for t in study.trials:
-        (run_dir,) = (sweep_dir / str(t.number) / "wandb").glob("offline-run-*")
-        run = read_run(run_dir)
+        run = trial_run(sweep_dir, t)
         assert run["run"]["name"] == f"none-{t.params['block']}-bce-sum/seed{t.params['seed']}"
         assert run["config"]["seed"] == t.params["seed"] and run["run"]["group"] == (
             study.study_name)
@@ -191,8 +190,7 @@ def test_tpe_overlay_resumes_and_tracks_one_wandb_group(tmp_path: Path, data_dir
     for t in study.trials:
         assert set(t.params) == {"train.lr", "model.hidden_dim", "block.w0"}
         assert 1e-4 <= t.params["train.lr"] <= 1e-2 and t.params["model.hidden_dim"] in (8, 16)
-        (run_dir,) = (sweep_dir / str(t.number) / "wandb").glob("offline-run-*")
-        run = read_run(run_dir)
+        run = trial_run(sweep_dir, t)
         assert run["run"]["group"] == study.study_name and run["run"]["job_type"] == "train"
         assert run["config"]["train"]["lr"] == pytest.approx(t.params["train.lr"])
         assert {"dataset", *AXES} <= set(run["config"])

@@ -75,3 +75,11 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         elif r["type"] == "exit":
             out["exit_code"] = body.get("exit_code", 0)
     return out
+
+
+def trial_run(sweep_dir: Path, trial: Any) -> dict[str, Any]:
+    """read_run of an Optuna trial's W&B run: every trial of a sweep logs into <sweep>/wandb,
+    and the trial's user attribute `wandb_run` (<project>/<id>) names its run."""
+    run_id = trial.user_attrs["wandb_run"].rsplit("/", 1)[1]
+    (run_dir,) = Path(sweep_dir, "wandb").glob(f"offline-run-*-{run_id}")
+    return read_run(run_dir)

@@ -51,7 +51,7 @@ def init_run(init_timeout: float | None = None, **kwargs: Any) -> Any:
 
     if run_id := kwargs.get("id"):
         kwargs.setdefault("resume", "allow")
-        for old in Path(kwargs.get("dir") or ".").glob(f"wandb/offline-run-*-{run_id}"):
+        for old in offline_runs(Path(kwargs.get("dir") or ".") / "wandb", run_id):
             shutil.rmtree(old, ignore_errors=True)
 
     with masked_argv():  # W&B records the command line: no storage password in it
@@ -73,16 +73,47 @@ def _init(wandb: Any, init_timeout: float | None, **kwargs: Any) -> Any:
         return wandb.init(**{**kwargs, "mode": "offline"})
 
 
-def _hydra_job() -> tuple[str | None, str | None]:
-    """(override dirname, sweep dir name if this job is part of a multirun)."""
+def offline_runs(wandb_dir: Path, run_id: str = "*") -> list[Path]:
+    """The offline run folders in a W&B dir (`<dir>/wandb`), of one run id or all, oldest first
+    (the names start with the date): what `wandb leet <wandb_dir>` lists."""
+    return sorted(p for p in wandb_dir.glob(f"offline-run-*-{run_id}") if p.is_dir())
+
+
+def gather_runs(sources: list[Path], wandb_dir: Path) -> int:
+    """Hard-link (copy across file systems) the offline runs of the W&B dirs `sources` into
+    `wandb_dir`, so that one `wandb leet` and one `wandb sync` reach them all; a run id seen
+    again (a resumed run, an older copy) keeps its newest folder. Returns how many."""
+    import shutil
+
+    newest = {p.name.rsplit("-", 1)[1]: p for p in sorted(
+        (p for src in sources for p in offline_runs(src)), key=lambda p: p.name)}
+    for run_id, src in newest.items():
+        for old in offline_runs(wandb_dir, run_id):
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.copytree(src, wandb_dir / src.name, symlinks=True, copy_function=_link)
+    return len(newest)
+
+
+def _link(src: str, dst: str) -> None:
+    """A hard link (no second copy on disk; DVC hashes it as the file it is), else a copy."""
+    import os
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _sweep_dir() -> Path | None:
+    """The Hydra sweep dir if this job is part of a multirun (its trials share one W&B dir)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return None, None
+        return None
     hc = HydraConfig.get()
-    sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    return hc.job.override_dirname or None, sweep
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
 
 
 class Tracker:
@@ -152,8 +183,10 @@ def start_run(cfg: DictConfig, run_id: str | None = None,
     # Only WANDB_MODE in the environment stops wandb's start-up network probe (stack.md, 4);
     # an explicit mode= beats the variable, so both carry the resolved value.
     os.environ.setdefault("WANDB_MODE", wcfg.mode)
-    _, sweep = _hydra_job()
-    out_dir = Path(wcfg.dir)
+    sweep = _sweep_dir()
+    # every trial of a multirun in <sweep dir>/wandb/ (one `wandb leet`, one `wandb sync`);
+    # a single run in <run dir>/wandb/
+    out_dir = Path(wcfg.dir or sweep or cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     run = init_run(
@@ -161,7 +194,7 @@ def start_run(cfg: DictConfig, run_id: str | None = None,
         project=wcfg.project,
         mode=wcfg.mode,
         dir=str(out_dir),
-        group=wcfg.group or sweep,
+        group=wcfg.group or (sweep.name if sweep else None),
         job_type=wcfg.job_type,
         name=wcfg.name or run_name(cfg),  # <variant>/seed<k>
         tags=variant_tags(cfg) + [f"{SEED}={cfg[SEED]}"] + list(wcfg.tags),

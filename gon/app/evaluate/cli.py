@@ -35,12 +35,13 @@ from threadpoolctl import threadpool_limits
 from gon.app.config import resolve_device
 from gon.app.data.datasets import DatasetError
 from gon.app.evaluate.effects import answer
-from gon.app.evaluate.report import log_wandb, write_report
+from gon.app.evaluate.report import log_wandb, wandb_target, write_report
 from gon.app.evaluate.runs import evaluate_sweep, write_encoding_curve
 from gon.app.reliability import secrets
 from gon.app.reliability.checkpoint import CheckpointError
 from gon.app.reliability.faults import run_cli
 from gon.app.sweeps import status as completeness
+from gon.app.tracking import gather_runs
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
     partial = completeness.report_fields(status)
+    target = wandb_target(variants, args.sweep_dir.name) if variants else None
     comp = write_report(variants, args.reports_dir, partial,
-                        status.study_name if status is not None else None)
+                        status.study_name if status is not None else None, target)
     write_encoding_curve(variants, args.reports_dir)
     print(answer(comp, comp.effects), flush=True)
     log.info("best variant: %s (%d seeds); report: %s%s", comp.best.name, len(comp.best.runs),
              args.reports_dir / "index.html",
              f" (PARTIAL: {completeness.describe(status)})" if partial else "")
-    (args.reports_dir / "wandb").mkdir(exist_ok=True)  # a DVC out, even without W&B runs
+    wandb_dir = args.reports_dir / "wandb"
+    wandb_dir.mkdir(exist_ok=True)  # a DVC out, even without W&B runs
     if not args.no_wandb:
         log_wandb(comp, args.reports_dir, group_default=args.sweep_dir.name, extra=partial)
+        # one W&B dir for the whole sweep: its train runs (<sweep>/wandb, or <sweep>/<k>/wandb
+        # of older sweeps) and the claims run next to the report, linked in
+        n = gather_runs([args.sweep_dir / "wandb", *sorted(args.sweep_dir.glob("*/wandb")),
+                         args.reports_dir / "claims_wandb" / "wandb"], wandb_dir)
+        log.info("W&B: %d train and claims runs linked into %s; view them all with: "
+                 "wandb leet %s", n, wandb_dir, wandb_dir)
     return 0
 
 

@@ -108,9 +108,11 @@ def effect_table(eff: SweepEffects) -> list[list[Any]]:
     return [[r.get(c) for c in EFFECT_COLUMNS] for r in rows]
 
 
-def headline(comp: Comparison, eff: SweepEffects) -> dict[str, Any]:
+def headline(comp: Comparison, eff: SweepEffects,
+             wandb: dict[str, str] | None = None) -> dict[str, Any]:
     """headline.json: the best variant, its objective's mean and interval, the set that cannot
-    be told apart from it, each axis's main effect and interval (a few flat numbers)."""
+    be told apart from it, each axis's main effect and interval (a few flat numbers), and the
+    W&B project and group of the sweep's runs (`wandb`, if they logged to W&B)."""
     m, best = comp.metric, comp.best
     iv = best.stats.get(m, {})
     out: dict[str, Any] = {"best": {"variant": best.name, f"{m}_mean": iv.get("mean"),
@@ -124,17 +126,20 @@ def headline(comp: Comparison, eff: SweepEffects) -> dict[str, Any]:
             out["effects"].setdefault(r["factor"], {})[f"{r['level']}-{r['reference']}"] = {
                 "estimate": r["estimate"], "ci95_low": r["ci95_low"],
                 "ci95_high": r["ci95_high"], "p": r["p"]}
+    if wandb:
+        out["wandb"] = {"project": wandb["project"], "group": wandb["group"]}
     return out
 
 
-def write_tables(runs: list[Variant], comp: Comparison, reports_dir: Path) -> SweepEffects:
+def write_tables(runs: list[Variant], comp: Comparison, reports_dir: Path,
+                 wandb: dict[str, str] | None = None) -> SweepEffects:
     """The sweep's effects, written with one row per run: reports_dir/{runs.csv, effects.json,
     headline.json}; also set as comp.effects (for the page, the printout and W&B)."""
     eff = comp.effects = sweep_effects(runs)
     rows = run_rows(runs)
     save_csv(reports_dir / RUNS_FILE, rows, list(rows[0]))  # atomic, as every report file
     save_json(reports_dir / EFFECTS_FILE, eff.to_dict(), indent=1, sort_keys=False)
-    save_json(reports_dir / HEADLINE_FILE, headline(comp, eff), sort_keys=False)
+    save_json(reports_dir / HEADLINE_FILE, headline(comp, eff, wandb), sort_keys=False)
     return eff
 
 

@@ -18,7 +18,9 @@ Layout of <reports_dir>:
     curves/<slug>.csv     step, loss_outer, loss_inner: the training curve of its first seed
     images/<slug>/<grid>.png      recon, samples, slerp, superres of its first seed (DVC images)
     index.html            the comparison page (gon.app.evaluate.page): Vega charts, offline
-    wandb/                offline W&B runs: one eval run per variant and one summary run
+    wandb/                offline W&B runs: one eval run per variant and one summary run, and
+                          (gon.app.evaluate.cli) the sweep's train runs and the claims run
+                          linked in: `wandb leet <reports_dir>/wandb` shows them all
 """
 
 from __future__ import annotations
@@ -99,16 +101,17 @@ def provenance(runs: list[Variant], study: str | None = None) -> dict[str, str]:
 
 
 def write_report(runs: list[Variant], reports_dir: Path, partial: dict[str, Any] | None = None,
-                 study: str | None = None) -> Comparison:
+                 study: str | None = None, wandb: dict[str, str] | None = None) -> Comparison:
     """Write everything but the W&B runs, each file once; return the comparison (best variant
     first). `partial`: a partial sweep's fields (gon.app.sweeps.status.report_fields), written
     into metrics.json, the CSVs and the page ({} or None: a complete sweep); `study`: the
-    sweep's study name for the page's provenance line."""
+    sweep's study name for the page's provenance line; `wandb`: the runs' W&B project and group
+    (wandb_target), named in headline.json."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("curves", "images"):  # stale variants of an earlier call must not linger
         shutil.rmtree(reports_dir / sub, ignore_errors=True)
     comp, partial = compare(runs), partial or {}
-    write_tables(runs, comp, reports_dir)  # runs.csv, effects.json, headline.json; comp.effects
+    write_tables(runs, comp, reports_dir, wandb)  # runs.csv, effects.json, headline.json
     metrics = {s.name: variant_metrics(s) for s in comp.variants}
     metrics = {**partial, **metrics, "best": metrics[comp.best.name]}
     save_json(reports_dir / "metrics.json", metrics, sort_keys=False)
@@ -138,6 +141,15 @@ def summary_columns(names: tuple[str, ...] = METRICS) -> list[str]:
             *GRIDS]
 
 
+def wandb_target(runs: list[Variant], group_default: str) -> dict[str, str] | None:
+    """{"project", "group"} of the trials' W&B runs (their logger config; the group defaults to
+    the sweep dir's name, as gon.app.tracking's), where the eval and summary runs go too; None
+    if the trials ran with logger=none."""
+    wcfg = (runs[0].config.get("logger") or {}).get("wandb")
+    return {"project": wcfg["project"], "group": wcfg.get("group") or group_default} if wcfg \
+        else None
+
+
 def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
               extra: dict | None = None) -> None:
     """One eval run per variant (its seeds' intervals, the first seed's grids) and a summary run
@@ -145,16 +157,15 @@ def log_wandb(comp: Comparison, reports_dir: Path, group_default: str,
     in the trials' project and group; offline unless WANDB_MODE says otherwise. `extra` (a
     partial sweep's {"complete": false, "failed_trials": ...}, gon.app.completeness) goes into
     the summary run's config and summary, its failed trials also as a table."""
-    config0 = comp.best.runs[0].config
-    wcfg = (config0.get("logger") or {}).get("wandb")
-    if not wcfg:
+    target = wandb_target(comp.best.runs, group_default)
+    if target is None:
         log.info("the trials ran with logger=none: no W&B runs")
         return
+    wcfg = comp.best.runs[0].config["logger"]["wandb"]
     mode = os.environ.setdefault("WANDB_MODE", wcfg["mode"])  # env first, as gon.app.tracking
     import wandb
 
-    common = {"project": wcfg["project"], "mode": mode, "dir": str(reports_dir),
-              "group": wcfg.get("group") or group_default, "reinit": "finish_previous",
+    common = {**target, "mode": mode, "dir": str(reports_dir), "reinit": "finish_previous",
               "init_timeout": wcfg.get("init_timeout")}
     names = metric_names([r for s in comp.variants for r in s.runs])
     table = wandb.Table(columns=summary_columns(names))

@@ -60,6 +60,19 @@ def test_results_page_draws_every_json_with_its_source(tmp_path: Path) -> None:
     assert "reports/" not in page  # no reports/*.json under tmp_path: no section for them
 
 
+def test_pruning_figures_quoted_in_the_docs_are_the_json() -> None:
+    """The pruning benchmark's headline (the "note" of benchmarks/results/pruning-*.json, written
+    by benchmarks/pruning.py from its figures) is quoted verbatim where pruning is documented
+    (docs/experiments.md) and in the README, never retyped."""
+    notes = [json.loads(p.read_text())["note"]
+             for p in sorted((ROOT / "benchmarks" / "results").glob("pruning-*.json"))]
+    assert notes, "no benchmarks/results/pruning-*.json"
+    for page in (ROOT / "docs" / "experiments.md", ROOT / "README.md"):
+        text = " ".join(page.read_text().split())  # a quote may wrap over lines
+        missing = [n for n in notes if n not in text]
+        assert not missing, f"{page.name} does not quote the pruning JSON's note: {missing}"
+
+
 def test_readme_is_a_front_door() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; the manual belongs in docs/"

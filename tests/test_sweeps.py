@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import subprocess
 import sys
 import time
@@ -18,11 +19,15 @@ from pathlib import Path
 import optuna
 import pytest
 from helpers import compose_config, kill_when, run, start, train_cli
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import HydraContext
 from omegaconf import DictConfig
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from wandb_reader import trial_run
 
+from gon.app.config import CONF_DIR
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import cli as sweep_cli
 from gon.app.sweeps import grid as sg
@@ -30,6 +35,7 @@ from gon.app.sweeps import record as rec
 from gon.app.sweeps import status as stat
 from gon.app.sweeps import summary as summ
 from gon.app.sweeps import trials as st
+from gon.app.sweeps.composed import ComposedConfigs
 from gon.app.variants import AXES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -254,6 +260,31 @@ def test_basic_sweeper_stays_the_default_and_overlays_compose() -> None:
         assert sweeper.storage is None and sweeper.study_name is None
     assert set(sweeper.params) == {"train.lr", "model.hidden_dim", "model.latent_dim",
                                    "model.num_layers", "block.w0"}
+
+
+def test_a_trial_config_is_composed_once_for_its_launcher() -> None:
+    """The sweeper's composition of a job's config is what its launcher gets (once); any other
+    call composes afresh; a pickled copy (joblib, submitit, SLURM) keeps its configs."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        master = compose("config", [], return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        context = HydraContext(config_loader=loader, callbacks=None)
+        configs = ComposedConfigs(loader)
+        job, other = ("train.lr=0.003", "hydra.sweep.subdir=0"), ("block=relu",)
+        kept = configs.compose(master, job)
+        assert kept.train.lr == 0.003 and kept.hydra.sweep.subdir == "0"
+        with pytest.raises(Exception, match="nonexistent"):  # as load_sweep_config refuses it
+            configs.compose(master, ("block=nonexistent",))
+        with configs.installed(context):
+            assert context.config_loader.load_sweep_config(master, list(job)) is kept
+            again = context.config_loader.load_sweep_config(master, list(job))  # afresh
+            assert again is not kept and again == kept
+            configs.compose(master, other)
+            remote = pickle.loads(pickle.dumps(context.config_loader))
+            assert remote.load_sweep_config(master, list(other)).block.name == "relu"
+            assert remote.get_sources() and not remote.kept
+        assert context.config_loader is loader and not configs.kept  # nothing left behind
 
 
 def test_variants_grid_is_the_16_variants_x_3_seeds() -> None:

@@ -32,8 +32,8 @@ from gon.app.reliability import secrets
 from gon.app.reliability.faults import one_line
 from gon.app.reliability.lifecycle import mark_sweeper
 from gon.app.sweeps import checks as chk
+from gon.app.sweeps import composed, link, slurm, studies
 from gon.app.sweeps import grid as sg
-from gon.app.sweeps import link, slurm, studies
 from gon.app.sweeps import record as rec
 from gon.app.sweeps import summary as summ
 from gon.app.sweeps import trials as st
@@ -250,21 +250,21 @@ class ResumableSweep(OptunaSweeperImpl):
         try:
             subdirs = [st.claim(t, t.user_attrs.get(st.DIR) or f"{prefix}{t.number}")
                        for t in trials]
-            launch = []
+            launch, configs = [], composed.ComposedConfigs(self.hydra_context.config_loader)
             for trial, o, d in zip(trials, self._configure_trials(
                     trials, space, fixed, fixed_overrides), subdirs, strict=True):
                 o = (*o, f"hydra.sweep.subdir={d}",
                      f"++hydra.job.env_set.WANDB_RUN_GROUP={group or study.study_name}",
                      *link.job_overrides(study, trial))
                 try:
-                    self.hydra_context.config_loader.load_sweep_config(self.config, list(o))
+                    configs.compose(self.config, o)  # kept for the launcher: composed once
                     launch.append((trial, o))
                 except Exception as e:
                     self._tell(study, trial, e)
             if not launch:
                 return
             ready = [t for t, _ in launch]
-            with st.heartbeat(ready, self.heartbeat_s):
+            with st.heartbeat(ready, self.heartbeat_s), configs.installed(self.hydra_context):
                 returns = self.launcher.launch([o for _, o in launch],
                                                initial_job_idx=ready[0].number)
             for trial, ret in zip(ready, returns, strict=True):

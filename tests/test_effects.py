@@ -18,7 +18,7 @@ import pytest
 from helpers import run, train_cli
 
 from gon.app.evaluate.compare import compare
-from gon.app.evaluate.effects import answer, headline, sweep_effects, write_tables
+from gon.app.evaluate.effects import answer, headline, run_rows, sweep_effects, write_tables
 from gon.app.factorial import effects
 from gon.app.train.callbacks import read_runs, validation_answer
 from gon.app.variants import Variant
@@ -139,6 +139,9 @@ def test_a_diverged_run_is_left_out_of_the_effects_too() -> None:
     eff, comp = sweep_effects(runs), compare(runs)
     main = {r["factor"]: r for r in eff.test["psnr"].main}
     assert main["loss"]["estimate"] == pytest.approx(-4.0)  # not -5.x with the diverged run
+    rows = [r for r in run_rows(runs) if not r["diverged"]]  # what runs.csv lets one redo
+    assert len(rows) == 12 and effects(rows, eff.factors, "psnr", eff.reference).main == \
+        eff.test["psnr"].main
     assert main["loss"]["n"] == 6 and {r["step"] for r in eff.by_step} == {10, 20}
     assert next(v for v in comp.variants if v.name == "none-siren-mse-sum").diverged == 1
 

@@ -54,9 +54,11 @@ class SweepEffects:
 
 
 def run_row(run: Variant, metrics: tuple[str, ...]) -> dict[str, Any]:
-    """runs.csv's row of a run: variant, each axis, seed, steps, every test metric."""
+    """runs.csv's row of a run: variant, each axis, seed, steps, diverged (1: left out of the
+    ranking and the effects), every test metric."""
     axes = dict(zip(FACTORS, variant_choices(run.config, FACTORS), strict=True))
     return {"variant": run.name, **axes, "seed": run.seed, "steps": run.metrics.get("steps"),
+            "diverged": int(bool(run.metrics.get("diverged"))),
             **{m: run.metrics.get(m) for m in metrics}}
 
 

@@ -40,7 +40,8 @@ from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gon.app.trial_link import make_pruner  # noqa: E402  (the product's pruner settings)
+from gon.app.config import compose  # noqa: E402
+from gon.app.trial_link import hyperband_steps, make_pruner  # noqa: E402  (the product's)
 
 FIXED = ("hparams_search=tpe", "logger=none", "device=cpu", "model.hidden_dim=64",
          "model.latent_dim=8", "model.num_layers=2", "train.batch_size=32")
@@ -84,9 +85,11 @@ def curve_check(studies: list[optuna.Study], last: int) -> str:
                      for k in steps)
 
 
-def settings(pruner: str) -> str:
-    """The product's pruner settings (gon.app.trial_link.make_pruner), as Optuna holds them."""
-    p = make_pruner(pruner)
+def settings(pruner: str, max_steps: int) -> str:
+    """The product's pruner settings (gon.app.trial_link.make_pruner), as Optuna holds them;
+    hyperband's steps from the sweeps' config (its curve points), as the sweeper sets them."""
+    points = compose([*FIXED[1:], f"train.max_steps={max_steps}"]).train.curve_points
+    p = make_pruner(pruner, hyperband_steps(max_steps, points))
     keys = {"median": ("_n_startup_trials", "_n_warmup_steps", "_interval_steps"),
             "hyperband": ("_min_resource", "_max_resource", "_reduction_factor")}[pruner]
     return f"{type(p).__name__}(" + ", ".join(f"{k[1:]}={getattr(p, k)}" for k in keys) + ")"
@@ -166,7 +169,7 @@ def main() -> int:
         "title": f"Pruning a TPE sweep ({a.pruner} pruner vs none), CPU",
         "command": "python benchmarks/pruning.py " + " ".join(sys.argv[1:]),
         "setup": {"trials": a.trials, "max_steps": a.steps, "sampler_seeds": a.seeds,
-                  "overrides": list(FIXED), "pruner_settings": settings(a.pruner),
+                  "overrides": list(FIXED), "pruner_settings": settings(a.pruner, a.steps),
                   "threads_per_sweep": 1, "load_avg_1min_at_start": round(load_avg, 2),
                   "wall_s": round(time.perf_counter() - wall, 1), **fig["setup"],
                   "curve_rank_corr_with_final": curve_check(studies["none"], a.steps)},

@@ -1,6 +1,7 @@
 """Optuna, the jobs and W&B pointing at each other: a TPE sweep whose jobs report their
 validation curves to their trials (named metric, intermediate values, a median pruner that
-prunes, a resume that respects it), trial user attributes naming the run dir and the W&B run,
+prunes, a resume that respects it, a hyperband pruner set from the curve's steps that prunes at
+its rungs), trial user attributes naming the run dir and the W&B run,
 W&B runs naming the trial and study; pruning refused for the grid; eval/summary run ids that a
 second report reuses.
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 from helpers import run, train_cli
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from wandb_reader import read_run, trial_run
 
@@ -94,7 +96,44 @@ def test_pruner_settings() -> None:
         link.check_pruner("median", grid=False, tuned=True)
     with pytest.raises(SweepError, match="not one of none, median, hyperband"):
         link.check_pruner("asha", grid=False, tuned=False)
-    assert isinstance(trial_link.make_pruner("hyperband"), optuna.pruners.HyperbandPruner)
+    with pytest.raises(ValueError, match="needs its training steps"):
+        trial_link.make_pruner("hyperband")
+
+
+def test_hyperband_is_set_from_the_curve() -> None:
+    """min_resource: the first curve point; max_resource: train.max_steps; the jobs get the
+    same steps through the sweeper's environment; a searched training length is refused."""
+    steps = trial_link.hyperband_steps(1500, 6)
+    assert steps == (250, 1500) and min(trial_link.curve_steps(1500, 6)) == 250
+    pruner = trial_link.make_pruner("hyperband", steps)
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == \
+        (250, 1500, 3)
+    env = trial_link.job_env("sqlite:///x.db", "s", 3, "hyperband", steps)
+    assert trial_link.env_steps(env[trial_link.STEPS]) == steps
+    assert trial_link.env_steps(trial_link.sweeper_env("u", "median")[trial_link.STEPS]) is None
+    cfg = OmegaConf.create({"train": {"max_steps": 30, "curve_points": 6}})
+    assert link.pruner_steps("hyperband", cfg, {}, ["train.lr"]) == (5, 30)
+    assert link.pruner_steps("hyperband", cfg, {"train.max_steps": 1500}, []) == (250, 1500)
+    assert link.pruner_steps("median", cfg, {}, ["train.max_steps"]) is None
+    with pytest.raises(SweepError, match="train.max_steps searched"):
+        link.pruner_steps("hyperband", cfg, {}, ["train.max_steps"])
+
+
+@pytest.mark.slow
+def test_a_tpe_sweep_with_hyperband_prunes_at_its_rungs(tmp_path: Path, data_dir: Path) -> None:
+    """30 steps, 6 curve points: rungs at 5 and 15 steps (min_resource 5, reduction factor
+    3), so a pruned trial stopped at step 5 or 15, never at another curve point."""
+    sweep_dir = tmp_path / "hyperband"
+    args = [a for a in TPE if not a.startswith(("hydra.sweeper.pruner", "logger"))]
+    out = run(train_cli(data_dir, f"hydra.sweep.dir={sweep_dir}", *args,
+                        "hydra.sweeper.pruner=hyperband"), tmp_path)
+    trials = _study(sweep_dir).trials
+    assert len(trials) == 8 and {t.state for t in trials} == {
+        TrialState.COMPLETE, TrialState.PRUNED}, out[-3000:]
+    for t in trials:
+        last = max(t.intermediate_values)
+        assert last in ({5, 15} if t.state == TrialState.PRUNED else {30}), (t.number, last)
 
 
 def test_a_second_report_updates_its_runs(wandb_offline: Path) -> None:

@@ -52,6 +52,7 @@ class ResumableSweep(OptunaSweeperImpl):
         self.trials_per_gpu, self.heartbeat_s = trials_per_gpu, heartbeat_s
         self.stale_after_s, self.tune_seeds = stale_after_s, tune_seeds
         self.retry_failed, self.pruner = retry_failed, pruner
+        self.pruner_steps: tuple[int, int] | None = None  # hyperband's, set by _sweep
 
     def _check_settings(self) -> None:
         """Refuse bad sweeper settings, and a config that every trial would fail on (a bad
@@ -152,11 +153,11 @@ class ResumableSweep(OptunaSweeperImpl):
                 name = rec.default_study_name(search, dataset, storage)
             study = optuna.create_study(study_name=name, storage=storage, sampler=self.sampler,
                                         directions=directions, load_if_exists=True,
-                                        pruner=link.study_pruner(self.pruner))
+                                        pruner=link.study_pruner(self.pruner, self.pruner_steps))
             chk.check_fingerprint(study, fingerprint)
             if (metric := fingerprint.get("objective")) and len(directions) == 1:
                 study.set_metric_names([metric])  # the dashboard's axis: val/psnr
-            link.export(url, self.pruner)
+            link.export(url, self.pruner, self.pruner_steps)
             rec.record_study(sweep_dir, name, self.storage, rec.resume_command(sys.argv[1:]))
             if n_trials is not None:
                 study.set_user_attr(chk.N_TRIALS, n_trials)
@@ -198,6 +199,7 @@ class ResumableSweep(OptunaSweeperImpl):
     def _sweep(self, arguments: list[str]) -> None:
         cfg = self.config
         space, fixed, fixed_overrides, n_trials = self._search_space(arguments)
+        self.pruner_steps = link.pruner_steps(self.pruner, cfg, fixed, space)
         directions = self._get_directions()
         metric = OmegaConf.select(cfg, "optimized_metric", default=None)
         chk.check_direction(metric, directions)

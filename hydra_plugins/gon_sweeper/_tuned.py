@@ -28,7 +28,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 
 from gon.app.sweeps import checks as chk
 from gon.app.sweeps import grid as sg
-from gon.app.sweeps import studies
+from gon.app.sweeps import link, studies
 from gon.app.sweeps import summary as summ
 from gon.app.sweeps import trials as st
 
@@ -87,7 +87,8 @@ class TunedSweep(ResumableSweep):
                 study = optuna.create_study(study_name=f"{main.study_name}/tune/{name}",
                                             storage=studies.open_storage(self.url),
                                             sampler=self.sampler, directions=directions,
-                                            load_if_exists=True)
+                                            load_if_exists=True, pruner=link.study_pruner(
+                                                self.pruner, self.pruner_steps))
             if study.trials:
                 study.sampler.reseed_rng()
             try:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from gon.app import trial_link
@@ -35,15 +37,32 @@ def check_pruner(pruner: str | None, grid: bool, tuned: bool) -> None:
                          "comparison must finish; prune TPE sweeps only (hparams_search=tpe)")
 
 
-def study_pruner(pruner: str | None) -> optuna.pruners.BasePruner:
-    return trial_link.make_pruner(pruner)
+def pruner_steps(pruner: str | None, cfg: DictConfig, fixed: dict[str, Any],
+                 searched: Iterable[str]) -> tuple[int, int] | None:
+    """Hyperband's training steps (trial_link.hyperband_steps) from the sweep's composed
+    config and its fixed sweep params; None for the other pruners. Refused when a trial's
+    train.max_steps or train.curve_points is searched: the brackets need one scale."""
+    if pruner != "hyperband":
+        return None
+    keys = ("train.max_steps", "train.curve_points")
+    if varying := [k for k in keys if k in set(searched)]:
+        raise SweepError(f"hydra.sweeper.pruner=hyperband with {' and '.join(varying)} "
+                         "searched: its brackets need one training length for every trial")
+    max_steps, points = (int(fixed.get(k, OmegaConf.select(cfg, k))) for k in keys)
+    return trial_link.hyperband_steps(max_steps, points)
 
 
-def export(url: str, pruner: str | None) -> None:
-    """Put the storage URL and the pruner in this process's environment, which the jobs it
-    launches inherit (in-process, joblib workers, submitit and SLURM jobs alike)."""
-    os.environ[trial_link.STORAGE] = url
-    os.environ[trial_link.PRUNER] = pruner or "none"
+def study_pruner(pruner: str | None, steps: tuple[int, int] | None
+                 ) -> optuna.pruners.BasePruner:
+    """The sweeper's side of the pruner; its jobs build the same from export's variables."""
+    return trial_link.make_pruner(pruner, steps)
+
+
+def export(url: str, pruner: str | None, steps: tuple[int, int] | None) -> None:
+    """Put the storage URL and the pruner (with its steps) in this process's environment,
+    which the jobs it launches inherit (in-process, joblib workers, submitit and SLURM jobs
+    alike)."""
+    os.environ.update(trial_link.sweeper_env(url, pruner, steps))
 
 
 def job_overrides(study: optuna.Study, trial: optuna.trial.Trial) -> list[str]:

@@ -46,7 +46,7 @@ from gon.app.tracking import Tracker, tracking
 from gon.app.train.loop import build_training, divergence, seed_all, train_steps
 from gon.app.train.resume import changed_keys, finished_objective, set_aside
 from gon.app.train.slots import trial_device
-from gon.app.trial_link import TrialLink
+from gon.app.trial_link import TrialLink, curve_steps
 from gon.app.variants import variant_tags
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,8 @@ class _Job:
             "config": OmegaConf.to_container(self.cfg, resolve=True)})
 
     def curve_steps(self) -> set[int]:
-        """The learning curve's budgets: round(k * max_steps / curve_points), k = 1..points
-        (the last is max_steps; with curve_points=0 only that one)."""
-        t = self.t
-        return {max(1, round(k * t.max_steps / t.curve_points))
-                for k in range(1, t.curve_points + 1)} | {t.max_steps}
+        """The learning curve's budgets (gon.app.trial_link.curve_steps)."""
+        return curve_steps(self.t.max_steps, self.t.curve_points)
 
     def evaluate(self, tracker: Tracker, grids: bool = True) -> dict[str, float]:
         """Validation metrics (and, with grids, the PNG grids); a point of the curve if the

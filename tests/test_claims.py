@@ -17,10 +17,11 @@ from wandb_reader import read_run
 
 from gon import make_grid
 from gon.app.claims.cli import main
-from gon.app.claims.run import batch_dependence
+from gon.app.claims.run import batch_dependence, compose_trial, compose_trials
 from gon.app.claims.table import (
     BUDGETS,
     COMPARISONS,
+    PROBED,
     TRIALS,
     VERDICTS,
     batch_verdict,
@@ -112,6 +113,28 @@ def test_batch_dependence_of_sum_and_mean() -> None:
     assert mean == pytest.approx(63 / 64, rel=1e-4)  # alone: -g; in the batch: -g / 64
 
 
+def test_composed_once_per_trial_equals_composed_per_seed() -> None:
+    """compose_trials composes a trial once and copies it per seed: each copy must be the
+    config that composing that seed gives (also with a user override)."""
+    from omegaconf import OmegaConf
+
+    names, seeds, extra = ["gon", "modulated_linear", "variational"], [0, 3], ["train.lr=0.002"]
+    got = compose_trials(names, "digits", seeds, extra, "data")
+    for n in names:
+        for s in seeds:
+            want = compose_trial(n, "digits", s, extra, "data")
+            assert OmegaConf.to_container(got[n, s]) == OmegaConf.to_container(want), (n, s)
+    assert got["gon", 0].seed == 0 and got["gon", 3].seed == 3
+    # an override naming the seed: composed per seed, as before (the override wins)
+    pinned = compose_trials(["gon"], "digits", seeds, ["seed=7"], "data")
+    assert pinned["gon", 0].seed == pinned["gon", 3].seed == 7
+
+
+def test_batch_dependence_is_measured_where_a_claim_reads_it() -> None:
+    read = {n for c in COMPARISONS if c[4] == "batch_dependence" for n in (c[2], c[3])}
+    assert PROBED == read == {"gon", "mean"}
+
+
 def test_claims_cli_writes_the_table(data_dir: Path, tmp_path: Path, wandb_offline: Path):
     out = tmp_path / "reports"
     tiny = "model.hidden_dim=16 model.latent_dim=8 model.num_layers=2 train.batch_size=16"
@@ -120,6 +143,8 @@ def test_claims_cli_writes_the_table(data_dir: Path, tmp_path: Path, wandb_offli
     claims = json.loads((out / "claims.json").read_text())
     assert claims["setup"]["seeds"] == [0, 1] and claims["setup"]["steps"] == 2
     assert claims["setup"]["time_budget_s"] > 0
+    (b,) = [e for e in claims["entries"] if e["measure"] == "batch_dependence"]
+    assert len(b["values"]) == len(b["baseline_values"]) == 2  # gon and mean were probed
     env = claims["setup"]["environment"]  # what "the same values" depends on (issue 22)
     assert env["versions"]["torch"] == torch.__version__ and env["cpu_capability"]
     for e in claims["entries"]:

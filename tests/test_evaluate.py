@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, compose_config
+from helpers import TINY, compose_config, make_gon
 from omegaconf import OmegaConf
 from PIL import Image
 from wandb_reader import read_run
@@ -31,8 +31,14 @@ from gon.app.evaluate.cli import main
 from gon.app.evaluate.compare import compare
 from gon.app.evaluate.page import STRIP
 from gon.app.evaluate.report import GRIDS, log_wandb, summary_columns, write_report
-from gon.app.evaluate.runs import encode, evaluate_sweep, find_runs, variant_name
-from gon.app.metrics import LIKELIHOOD, SAMPLE_SEED, image_grid
+from gon.app.evaluate.runs import (
+    encode,
+    encoding_curve,
+    evaluate_sweep,
+    find_runs,
+    variant_name,
+)
+from gon.app.metrics import LIKELIHOOD, SAMPLE_SEED, image_grid, render
 from gon.app.reliability.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gon.app.train.job import train
 
@@ -73,6 +79,23 @@ def test_every_run_scored(variants: list) -> None:
         assert [r["step"] for r in v.val_curve] == [2, 4, 6, 8, 10, 12]  # every 12 // 6 steps
     assert variants[0].metrics["psnr"] != variants[2].metrics["psnr"]  # the seed matters
     assert not variants[2].grids  # drawn once per variant, for its first run
+
+
+@pytest.mark.parametrize("updates", [1, 2])
+def test_encoding_curve_reuses_the_trained_renders_exactly(updates: int) -> None:
+    """The curve's point at the trained k, from the renders evaluate_run already made, is the
+    point it computes itself (the same call), to the last bit; the other points are computed."""
+    model, images = make_gon(updates=updates, seed=0).eval(), torch.rand(40, 6, 6, 1)
+    coords = make_grid(6, 6)
+    with torch.no_grad():
+        trained = render(model, encode(model, coords, images, 16), (6, 6))
+        assert encoding_curve(model, coords, images, 16, trained) == \
+            encoding_curve(model, coords, images, 16)
+        fake = torch.zeros_like(trained)  # only the trained k's point reads `trained`
+        points = encoding_curve(model, coords, images, 16, fake)
+    assert [p["steps"] for p in points] == list(range(1, 2 * updates + 1))
+    assert [p for p in points if p["steps"] != updates] == [
+        p for p in encoding_curve(model, coords, images, 16) if p["steps"] != updates]
 
 
 def test_grids_are_images_not_blank(variants: list) -> None:

@@ -21,15 +21,12 @@ from omegaconf import DictConfig
 
 from gon import GON
 from gon.app.build import build_model, count_params, load_images, match_width
-from gon.app.claims.table import DIVERGENCE_RULE, TRIALS, VERDICT_RULE, entries
+from gon.app.claims.table import DIVERGENCE_RULE, PROBED, TRIALS, VERDICT_RULE, entries
 from gon.app.claims.trials import run_trial
 from gon.app.config import compose
 from gon.app.tracking import init_run
 
 log = logging.getLogger(__name__)
-
-
-
 
 _DATA: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per worker: the loaded images
 
@@ -39,6 +36,26 @@ def compose_trial(name: str, dataset: str, seed: int, overrides: list[str],
     """Trial `name`'s config: the embedded default, `overrides`, the trial's own overrides."""
     return compose(["logger=none", "device=cpu", f"dataset={dataset}", f"seed={seed}",
                            f"paths.data_dir={data_dir}", *overrides, *TRIALS[name]])
+
+
+def compose_trials(names: list[str], dataset: str, seeds: list[int], overrides: list[str],
+                   data_dir: str) -> dict[tuple[str, int], DictConfig]:
+    """compose_trial of every name and seed, keyed (name, seed): each name composed once and
+    its other seeds' configs copies with the seed set (the config refers to `seed` nowhere
+    else; tests/test_claims.py checks they equal their own compositions); composed per seed
+    where an override or a trial names the seed itself."""
+    out: dict[tuple[str, int], DictConfig] = {}
+    for name in names:
+        if any(o.lstrip("+~").startswith("seed=") for o in (*overrides, *TRIALS[name])):
+            out |= {(name, s): compose_trial(name, dataset, s, overrides, data_dir)
+                    for s in seeds}
+            continue
+        first = out[name, seeds[0]] = compose_trial(name, dataset, seeds[0], overrides,
+                                                    data_dir)
+        for s in seeds[1:]:
+            out[name, s] = copy.deepcopy(first)
+            out[name, s].seed = s
+    return out
 
 
 def batch_dependence(model: GON, coords: torch.Tensor, images: torch.Tensor) -> float:
@@ -58,43 +75,33 @@ def _trial(job: tuple[str, DictConfig, int, float | None]) -> tuple[str, int, di
     if key not in _DATA:
         _DATA[key] = load_images(cfg, torch.device("cpu"))
     train, _, test = _DATA[key]  # trained on the train split less its validation images
-    probe = train[:64]
-    result = run_trial(cfg, train, test, steps, seconds,
-                       probe=lambda m, c: {"batch_dependence": batch_dependence(m, c, probe)})
+    probe = train[:64]  # measured only where a claim reads it (PROBED)
+    result = run_trial(cfg, train, test, steps, seconds, probe=None if name not in PROBED else
+                       lambda m, c: {"batch_dependence": batch_dependence(m, c, probe)})
     return name, cfg.seed, result
 
 
 def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides: list[str],
                data_dir: str) -> dict[str, Any]:
-    """Train every trial for every seed; the claims file's content."""
-    configs = {(n, s): compose_trial(n, dataset, s, overrides, data_dir)
-               for n in TRIALS for s in seeds}
-    channels = 3 if dataset == "cifar10" else 1
-    gon_params = count_params(build_model(configs["gon", seeds[0]], channels=channels))
-    cfg = copy.deepcopy(configs["modulated_matched", seeds[0]])
-    widest = 4 * cfg.model.hidden_dim
-
-    def params(h: int) -> int:  # the modulated model's parameters at hidden width h
-        cfg.model.hidden_dim = h
-        return count_params(build_model(cfg, channels=channels))
-
-    width, _ = match_width(params, gon_params, widest)
-    for s in seeds:  # the linear-map ablation at the same width as the MLP map
-        for name in ("modulated_matched", "modulated_linear"):
-            configs[name, s].model.hidden_dim = width
-    results: dict[str, dict[int, dict]] = {n: {} for n in TRIALS}
+    """Train every trial for every seed; the claims file's content. The GON's trials start
+    first (they set the time budget); the other trials' configs are composed while they run."""
     load, wall = os.getloadavg()[0], time.perf_counter()
+    configs = compose_trials(["gon"], dataset, seeds, overrides, data_dir)
+    results: dict[str, dict[int, dict]] = {n: {} for n in TRIALS}
     threads = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
         if jobs > 1:  # fresh processes (spawn): no threads or CUDA state inherited
             pool = stack.enter_context(ProcessPoolExecutor(
                 max_workers=jobs, mp_context=multiprocessing.get_context("spawn")))
-            run = pool.map
+            run = pool.map  # submits every job at once: the workers start on them now
         else:  # in this process, one thread as in the workers
             stack.callback(torch.set_num_threads, threads)
-            run = map
-        for name, seed, r in run(_trial, [("gon", configs["gon", s], steps, None)
-                                          for s in seeds]):
+            run = map  # lazy: the jobs run as their results are read, after composing
+        gon_runs = run(_trial, [("gon", configs["gon", s], steps, None) for s in seeds])
+        configs |= compose_trials([n for n in TRIALS if n != "gon"], dataset, seeds,
+                                  overrides, data_dir)
+        width = match_modulated(configs, seeds, 3 if dataset == "cifar10" else 1)
+        for name, seed, r in gon_runs:
             results[name][seed] = r
         budget = statistics.fmean(r["at_steps"]["seconds"] for r in results["gon"].values())
         for r in results["gon"].values():  # the GON at its own time budget: its step budget
@@ -116,6 +123,25 @@ def run_claims(dataset: str, steps: int, seeds: list[int], jobs: int, overrides:
              "trials": {n: TRIALS[n] for n in TRIALS},
              "environment": environment()}
     return {"setup": setup, "entries": entries(rows, seeds)}
+
+
+def match_modulated(configs: dict[tuple[str, int], DictConfig], seeds: list[int],
+                    channels: int) -> int:
+    """Set the hidden width of the modulated trials (the MLP map and its linear-map ablation,
+    the same width) to the one whose MLP-map model matches the GON's parameters; that width."""
+    gon_params = count_params(build_model(configs["gon", seeds[0]], channels=channels))
+    cfg = copy.deepcopy(configs["modulated_matched", seeds[0]])
+    widest = 4 * cfg.model.hidden_dim
+
+    def params(h: int) -> int:  # the modulated model's parameters at hidden width h
+        cfg.model.hidden_dim = h
+        return count_params(build_model(cfg, channels=channels))
+
+    width, _ = match_width(params, gon_params, widest)
+    for s in seeds:  # the linear-map ablation at the same width as the MLP map
+        for name in ("modulated_matched", "modulated_linear"):
+            configs[name, s].model.hidden_dim = width
+    return width
 
 
 def environment() -> dict[str, Any]:

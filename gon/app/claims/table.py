@@ -99,6 +99,8 @@ COMPARISONS: list[tuple[str, str, str, str, str, str, str]] = [
      "Julia port, MNIST: test negative ELBO 193.9 (GON) vs 159.6 (VAE) nats at epoch 5, "
      "149.9 vs 140.3 after 1000 epochs: the VAE ahead by 21 % and 7 %"),
 ]
+# the trials whose batch dependence a claim reads (contender and baseline of its comparisons)
+PROBED = frozenset(n for c in COMPARISONS if c[4] == "batch_dependence" for n in c[2:4])
 
 
 def verdict(lo: float, hi: float, null: float) -> str:

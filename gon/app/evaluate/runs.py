@@ -81,16 +81,23 @@ def encode(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int,
     return model.encode(coords, images, batch_size=CHUNK, train_batch=batch, steps=steps)
 
 
-def encoding_curve(model: GON, coords: torch.Tensor, images: torch.Tensor,
-                   batch: int) -> list[dict[str, float]]:
+def encoding_curve(model: GON, coords: torch.Tensor, images: torch.Tensor, batch: int,
+                   trained: torch.Tensor | None = None) -> list[dict[str, float]]:
     """Test PSNR of `images` (N, H, W, C) encoded with k' = 1 .. 2k latent steps, k the trained
     model.latent_updates (learned step sizes extended by their last value; fixed: 1): the
-    COIN++ table for a GON. [] for a model without latent steps (amortised or variational)."""
+    COIN++ table for a GON. [] for a model without latent steps (amortised or variational).
+    `trained`: the renders of `images` encoded as trained (k' = k), if already made (the same
+    call, so the same values): not made again."""
     if model.amortised or model.has_elbo:
         return []
     size = tuple(images.shape[1:3])
-    return [{"steps": k, "psnr": psnr(render(model, encode(model, coords, images, batch, k),
-                                             size), images)}
+
+    def renders(k: int) -> torch.Tensor:
+        if k == model.latent_updates and trained is not None:
+            return trained
+        return render(model, encode(model, coords, images, batch, k), size)
+
+    return [{"steps": k, "psnr": psnr(renders(k), images)}
             for k in range(1, 2 * model.latent_updates + 1)]
 
 
@@ -220,8 +227,9 @@ def evaluate_run(run_dir: Path, device: torch.device, probe_images: int, rows: i
     name, drawn = variant_name(cfg), set() if drawn is None else drawn
     images = {} if name in drawn else make_grids(model, test, recon, z_test, z_train, rows)
     drawn.add(name)
-    curve_images = test[:ENCODING_CURVE_IMAGES]
-    encodings = encoding_curve(model, coords, curve_images, batch)
+    curve_images = test[:ENCODING_CURVE_IMAGES]  # the whole test split: its renders are known
+    encodings = encoding_curve(model, coords, curve_images, batch,
+                               recon if len(curve_images) == len(test) else None)
     if encodings:
         metrics["encoding_curve_images"] = len(curve_images)
     metrics |= {"steps": int(ckpt["step"]), "params": sum(p.numel() for p in model.parameters()),

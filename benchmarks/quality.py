@@ -14,6 +14,11 @@ time budget every candidate then gets. Each candidate trains until it
 has done --steps steps and spent that time, and is scored at both points: mean test PSNR over
 the seeds (and the t-interval, gon.app.stats.ci95) at --steps, and at the time budget.
 Timings are only comparable within one run; say the machine's load (`uptime`).
+
+On real data (`--dataset mnist --data-dir <dir with prepared/mnist>`) `--baseline none` skips
+the baseline and the time budget: the targets there are step budgets (1,875 steps: two epochs
+at batch 64), and the validation curve (`--curve-every`) is printed against steps and CPU
+seconds next to the published anchor's points (ANCHORS).
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ from gon.app.claims.trials import run_trial
 from gon.app.config import compose
 from gon.app.stats import ci95
 
+# published curves to set a dataset's validation curve against: (epoch, steps at batch 64, dB)
+ANCHORS: dict[str, dict] = {
+    "mnist": {"source": "the Julia port of the official implicit GON (SIREN 34-256x4-1, "
+                        "206,593 parameters, batch 64, 937 steps an epoch), test PSNR",
+              "points": [[1, 937, 12.9], [5, 4685, 16.4], [10, 9370, 18.2],
+                         [30, 28110, 21.4], [100, 93700, 22.7]]},
+}
+
 
 def config(overrides: list[str]) -> DictConfig:
     return compose(["logger=none", "device=cpu", *overrides])
@@ -47,7 +60,12 @@ def main() -> None:
                    help="the baseline's steps, which set the time budget (default: --steps; "
                    "--steps 1 then scores the candidates at the time budget only)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--baseline", default="block=modulated")
+    p.add_argument("--baseline", default="block=modulated", help="its Hydra overrides; none: "
+                   "no baseline and no time budget (the candidates at --steps only)")
+    p.add_argument("--dataset", default=None, help="a dataset group for every config "
+                   "(default: the config's, digits)")
+    p.add_argument("--data-dir", default=None, help="paths.data_dir for every config (the "
+                   "prepared datasets under <dir>/prepared)")
     p.add_argument("--candidate", action="append", help="Hydra overrides, space-separated "
                    "(repeatable); default: experiment=digits_best")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -65,7 +83,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     print(f"load: {load:.1f} (1-min average), torch threads {torch.get_num_threads()}")
-    base_cfg = config(args.baseline.split())
+    common = ([f"dataset={args.dataset}"] if args.dataset else []) + (
+        [f"paths.data_dir={args.data_dir}"] if args.data_dir else [])
+    no_base = args.baseline == "none"
+    base_cfg = config([*common, *([] if no_base else args.baseline.split())])
     train, val, test = load_images(base_cfg, torch.device("cpu"))
     val = val[:base_cfg.eval.num_images]  # as training scores it
 
@@ -73,7 +94,8 @@ def main() -> None:
         rows = []
         for s in args.seeds:
             wall = time.perf_counter()
-            rows.append(run_trial(config([*overrides.split(), f"seed={s}"]), train, test, steps,
+            rows.append(run_trial(config([*common, *overrides.split(), f"seed={s}"]), train,
+                                  test, steps,
                                   seconds, val=val, curve_every=args.curve_every))
             rows[-1]["wall_s"] = time.perf_counter() - wall  # start-up and scoring included
             if "val_curve" in rows[-1]:
@@ -100,7 +122,7 @@ def main() -> None:
 
     budget = args.budget_s
     figures = []
-    if budget is None:
+    if budget is None and not no_base:
         base_steps = args.baseline_steps or args.steps
         base = trials(args.baseline, None, base_steps)
         budget = statistics.mean(r["at_steps"]["seconds"] for r in base)
@@ -110,15 +132,23 @@ def main() -> None:
     for cand in args.candidate or ["experiment=digits_best"]:
         rows = trials(cand, budget)
         print(line(cand, rows, "at_steps"))
-        print(line(cand, rows, "at_time"))
-        figures.append(summary(cand, "candidate", rows, ("at_steps", "at_time")))
+        if budget is not None:
+            print(line(cand, rows, "at_time"))
+        figures.append(summary(cand, "candidate", rows,
+                               ("at_steps", "at_time") if budget is not None else ("at_steps",)))
+        if figures[-1].get("val_curve_mean"):
+            print(curve_text(figures[-1]["val_curve_mean"], ANCHORS.get(base_cfg.dataset.name)))
     if args.json:
         setup = {"dataset": base_cfg.dataset.name, "steps": args.steps, "seeds": args.seeds,
-                 "threads": torch.get_num_threads(), "time_budget_cpu_s": round(budget, 3),
+                 "threads": torch.get_num_threads(),
+                 "time_budget_cpu_s": None if budget is None else round(budget, 3),
                  "load_avg_1min_at_start": round(load, 2), "clock": "process CPU time"}
         args.json.write_text(json.dumps(
-            {"kind": "quality", "title": "Quality: test PSNR at equal steps and equal time",
-             "command": " ".join(["python", *sys.argv]), "setup": setup, "rows": figures},
+            {"kind": "quality", "title": "Quality: test PSNR at equal steps and equal time"
+             if budget is not None else f"Quality on {base_cfg.dataset.name}: test PSNR at "
+             f"{args.steps} steps, the validation curve",
+             "command": " ".join(["python", *sys.argv]), "setup": setup, "rows": figures,
+             "anchor": ANCHORS.get(base_cfg.dataset.name)},
             indent=1) + "\n")
 
 
@@ -147,7 +177,34 @@ def summary(config: str, role: str, rows: list[dict], keys: tuple[str, ...]) -> 
     if all("val_curve" in r for r in rows):
         out["val_curves"] = [r["val_curve"] for r in rows]
         out["val_fall_db"] = [r["val_fall_db"] for r in rows]
+        out["val_curve_mean"] = mean_curve(out["val_curves"])
     return out
+
+
+def mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """The seeds' validation curves averaged point by point (the steps they share): step,
+    mean training CPU-s, mean PSNR and its 95 % interval."""
+    shared = set.intersection(*({p["step"] for p in c} for c in curves))
+    out = []
+    for step in sorted(shared):
+        points = [next(p for p in c if p["step"] == step) for c in curves]
+        psnr = [p["psnr"] for p in points]
+        out.append({"step": step, "seconds": statistics.mean(p["seconds"] for p in points),
+                    "psnr": statistics.mean(psnr), "ci95": list(ci95(psnr))})
+    return out
+
+
+def curve_text(curve: list[dict], anchor: dict | None) -> str:
+    """The mean validation curve, one line per point, and the anchor's points up to its end."""
+    lines = ["  validation curve (mean of the seeds): step, training CPU-s, PSNR dB [95 % CI]"]
+    lines += [f"    {p['step']:6d} {p['seconds']:8.1f} {p['psnr']:6.2f} "
+              f"[{p['ci95'][0]:6.2f}, {p['ci95'][1]:6.2f}]" for p in curve]
+    if anchor:
+        last = curve[-1]["step"]
+        shown = [pt for pt in anchor["points"] if pt[1] <= last] or anchor["points"][:1]
+        lines.append(f"  anchor, {anchor['source']}: " + ", ".join(
+            f"epoch {e} ({n} steps) {db} dB" for e, n, db in shown))
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

@@ -249,3 +249,50 @@ def test_quality_benchmark_curves_targets_and_json(data_dir: Path, tmp_path: Pat
     assert cand["config"].endswith("train.lr_schedule=cosine") and len(cand["wall_s"]) == 2
     assert [p["step"] for p in cand["val_curves"][0]] == [4, 8]
     assert len(cand["val_fall_db"]) == 2 and all(f >= 0 for f in cand["val_fall_db"])
+
+
+def test_quality_benchmark_without_baseline_on_a_named_dataset(data_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """--baseline none: no baseline and no time budget, the candidates at --steps only, on the
+    dataset and data dir given once for every config; the mean validation curve is printed
+    with its CPU seconds and kept in the JSON."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    tiny = "model.hidden_dim=8 model.latent_dim=4 train.batch_size=8"
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "quality.py"), "--steps", "8", "--seeds",
+         "0", "1", "--threads", "1", "--curve-every", "4", "--baseline", "none", "--dataset",
+         "digits", "--data-dir", str(data_dir), "--candidate", tiny,
+         "--json", str(tmp_path / "q.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "baseline" not in out.stdout and "at_time" not in out.stdout
+    assert "validation curve (mean of the seeds)" in out.stdout
+    q = json.loads((tmp_path / "q.json").read_text())
+    assert q["setup"]["time_budget_cpu_s"] is None and q["setup"]["dataset"] == "digits"
+    (cand,) = q["rows"]
+    assert cand["at_time"] is None and len(cand["at_steps"]["psnr"]) == 2
+    mean = cand["val_curve_mean"]
+    assert [p["step"] for p in mean] == [4, 8]
+    assert mean[1]["psnr"] == pytest.approx(
+        (cand["val_curves"][0][1]["psnr"] + cand["val_curves"][1][1]["psnr"]) / 2)
+
+
+def test_quality_curve_text_sets_the_anchor_beside_the_curve() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality", path)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    curve = quality.mean_curve([[{"step": 937, "seconds": 10.0, "psnr": 20.0},
+                                 {"step": 1875, "seconds": 20.0, "psnr": 22.0}],
+                                [{"step": 937, "seconds": 12.0, "psnr": 21.0},
+                                 {"step": 1875, "seconds": 22.0, "psnr": 23.0}]])
+    assert [(p["step"], p["seconds"], p["psnr"]) for p in curve] == [(937, 11.0, 20.5),
+                                                                     (1875, 21.0, 22.5)]
+    text = quality.curve_text(curve, quality.ANCHORS["mnist"])
+    assert "epoch 1 (937 steps) 12.9 dB" in text and "epoch 5" not in text  # up to the end
+    assert "   1875     21.0  22.50" in text

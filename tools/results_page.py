@@ -143,7 +143,25 @@ def render_quality(data: dict[str, Any], path: Path) -> list[str]:
             *table(["config", "role", "scored", "test PSNR dB [95 % CI]", "per seed",
                     "steps", "training CPU-s", "params",
                     "validation curve's largest fall after its first quarter, dB, per seed"],
-                   rows)]
+                   rows), *curve_tables(data)]
+
+
+def curve_tables(data: dict[str, Any]) -> list[str]:
+    """Each candidate's mean validation curve (quality.py --curve-every) against steps and
+    training CPU seconds, and the published anchor's points beside it."""
+    out: list[str] = []
+    for r in data["rows"]:
+        if r.get("val_curve_mean"):
+            out += ["", f"Validation curve of `{r['config']}`, the mean of "
+                    f"{len(r['val_curves'])} seeds:", "",
+                    *table(["step", "training CPU-s", "validation PSNR dB [95 % CI]"],
+                           [[p["step"], fmt(p["seconds"], 3), f"{fmt(p['psnr'], 4)} "
+                             f"[{fmt(p['ci95'][0], 4)}, {fmt(p['ci95'][1], 4)}]"]
+                            for p in r["val_curve_mean"]])]
+    if out and (anchor := data.get("anchor")):
+        out += ["", f"Anchor, {anchor['source']}: " + ", ".join(
+            f"epoch {e} ({n} steps) {db} dB" for e, n, db in anchor["points"])]
+    return out
 
 
 def render_generic(data: Any, path: Path) -> list[str]:

@@ -44,6 +44,9 @@ def test_anchor_parameter_counts() -> None:
     seed = build_model(compose_config(["experiment=gon_pytorch"]), channels=1)
     assert count_params(seed) == 74_369
     assert seed.decoder.dropout == 0.1 and seed.latent_reduction == "sum"
+    mnist = compose_config(["experiment=mnist_best"])  # the recipe's stated count, on MNIST
+    assert mnist.dataset.name == "mnist"
+    assert count_params(build_model(mnist, channels=1, image_size=(28, 28))) == 17_025
 
 
 def test_autoencoder_latent_ignores_its_batch_and_trains_on_autograd_only() -> None:

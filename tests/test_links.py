@@ -25,7 +25,7 @@ from gon.app.sweeps import link
 from gon.app.sweeps import record as rec
 from gon.app.sweeps.checks import SweepError
 from gon.app.sweeps.status import sweep_status
-from gon.app.tracking import init_run, stable_id
+from gon.app.tracking import git_commit, init_run, stable_id
 
 # 8 TPE trials of 30 steps, 6 curve points; with sampler seed 0 one of them is pruned
 TPE = ("hparams_search=tpe", "model.latent_dim=8", "model.num_layers=2", "model.hidden_dim=16",
@@ -146,3 +146,30 @@ def test_a_second_report_updates_its_runs(wandb_offline: Path) -> None:
             r.log({"x": value})
     (only,) = (wandb_offline / "wandb").glob("offline-run-*")
     assert only.name.endswith(run_id) and read_run(only)["history"][-1]["x"] == 2
+
+
+def test_git_commit_is_dirty_for_code_not_for_the_pipelines_outputs(tmp_path: Path) -> None:
+    """The commit on the page and in W&B: `dvc repro` rewriting dvc.lock and reports/ leaves it
+    clean; a changed tracked source file marks it -dirty; no checkout: None."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert git_commit(tmp_path) is None  # not a checkout
+    git("init", "-q")
+    for name in ("dvc.lock", "reports/metrics.json", "gon/model.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    head = git("rev-parse", "--short=12", "HEAD")
+    (tmp_path / "dvc.lock").write_text("2\n")
+    (tmp_path / "reports" / "metrics.json").write_text("2\n")
+    (tmp_path / "untracked.txt").write_text("new\n")
+    assert git_commit(tmp_path) == head
+    assert git_commit(tmp_path / "gon") == head  # from a package dir inside the checkout
+    (tmp_path / "gon" / "model.py").write_text("2\n")
+    assert git_commit(tmp_path / "gon") == f"{head}-dirty"
+

@@ -155,19 +155,36 @@ class Tracker:
             self.run = None
 
 
-def links() -> dict[str, str]:
-    """Where a run comes from, for its W&B config: the git commit, and under `dvc exp run`
-    the DVC experiment's name."""
+# what `dvc repro` itself rewrites: a change there is not a change of the code that ran
+PIPELINE_OUTPUTS = ("dvc.lock", "reports")
+
+
+def git_commit(where: Path | None = None) -> str | None:
+    """The commit of the checkout this package runs from (or `where`), 12 hex digits, with
+    "-dirty" when a tracked file other than the pipeline's outputs (PIPELINE_OUTPUTS) differs
+    from it; None outside a git checkout (an installed package)."""
     import subprocess
 
-    out: dict[str, str] = {}
+    here = str(where or Path(__file__).resolve().parent)
+    spec = ["--", ":/", *(f":(top,exclude){p}" for p in PIPELINE_OUTPUTS)]
     try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        if proc.returncode == 0:
-            out["git_commit"] = proc.stdout.strip()
+        head, status = (subprocess.run(["git", "-C", here, *args], capture_output=True,
+                                       text=True, timeout=10)
+                        for args in (["rev-parse", "--short=12", "HEAD"],
+                                     ["status", "--porcelain", "--untracked-files=no", *spec]))
     except (OSError, subprocess.TimeoutExpired):
-        pass
+        return None
+    if head.returncode != 0 or status.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def links() -> dict[str, str]:
+    """Where a run comes from, for its W&B config: the git commit (git_commit), and under
+    `dvc exp run` the DVC experiment's name."""
+    out: dict[str, str] = {}
+    if commit := git_commit():
+        out["git_commit"] = commit
     if exp := os.environ.get("DVC_EXP_NAME"):
         out["dvc_exp"] = exp
     return out

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from gon.app.evaluate.page import CAPTIONS, GRIDS, render_html
 from gon.app.evaluate.tables import slug
 from gon.app.metrics import save_png
 from gon.app.reliability.checkpoint import save_csv, save_json, save_text
-from gon.app.tracking import init_run, stable_id
+from gon.app.tracking import git_commit, init_run, stable_id
 from gon.app.variants import AXES, Variant, variant_choices, variant_tags
 
 log = logging.getLogger(__name__)
@@ -90,12 +89,10 @@ def provenance(runs: list[Variant], study: str | None = None) -> dict[str, str]:
     def each(values: set) -> str:
         return ", ".join(map(str, sorted(values)))
 
-    git = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "describe",
-                          "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True)
     return {"dataset": each({str((r.config.get("dataset") or {}).get("name")) for r in runs}),
             "steps": each({r.metrics.get("steps") for r in runs}),
             "seeds": each({r.seed for r in runs}),
-            "commit": git.stdout.strip() if git.returncode == 0 else "unknown (no git checkout)",
+            "commit": git_commit() or "unknown (no git checkout)",
             "study": study or "none recorded (a plain multirun or single runs)",
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 

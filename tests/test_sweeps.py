@@ -22,7 +22,7 @@ from helpers import compose_config, kill_when, run, start, train_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import HydraContext
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from wandb_reader import trial_run
@@ -437,6 +437,9 @@ def test_summary_names_best_trial_and_failures(tmp_path: Path) -> None:
     text = summ.format_summary(summary)
     assert "best: trial 1" in text and "failed: trial 2" in text and "DivergenceError" in text
     assert json.loads(summ.write_summary(summary, tmp_path).read_text()) == summary
+    summ.write_upstream_results(summary, tmp_path)  # the upstream sweeper's file
+    upstream = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert upstream.best_value == 0.9 and upstream.best_params == summary["best"]["params"]
 
 
 def test_one_classifier_for_budget_summary_status_and_grid(tmp_path: Path) -> None:

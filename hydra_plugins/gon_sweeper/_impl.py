@@ -303,9 +303,5 @@ class ResumableSweep(OptunaSweeperImpl):
         summary = summ.summarize(study, sweep_dir, n_trials, self.url)
         path = summ.write_summary(summary, sweep_dir)
         log.info("%s\nsummary: %s", summ.format_summary(summary), path)
-        best = summary["best"]
-        if isinstance(best, dict):  # upstream's file, for tools that read it
-            OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best["params"],
-                                             "best_value": best["value"]}),
-                           sweep_dir / "optimization_results.yaml")
+        summ.write_upstream_results(summary, sweep_dir)
 

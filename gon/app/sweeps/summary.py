@@ -95,3 +95,15 @@ def write_summary(summary: dict[str, Any], sweep_dir: Path) -> Path:
     path = sweep_dir / SUMMARY
     save_json(path, summary, sort_keys=False, default=str)  # atomic: never half a summary
     return path
+
+
+def write_upstream_results(summary: dict[str, Any], sweep_dir: Path) -> None:
+    """The upstream Optuna sweeper's optimization_results.yaml (best params and value), for
+    tools that read it; nothing when the sweep has no single best (multi-objective, none)."""
+    from omegaconf import OmegaConf
+
+    best = summary["best"]
+    if isinstance(best, dict):
+        OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best["params"],
+                                         "best_value": best["value"]}),
+                       sweep_dir / "optimization_results.yaml")

@@ -92,9 +92,12 @@ def test_run_dir_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_second_training_of_one_run_dir_is_refused(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "run"
-    first = start(train_cli(data_dir, *LONG, f"hydra.run.dir={run_dir}"), tmp_path)
+    # the first trains until interrupted: on a loaded machine a 600-step run can end before
+    # the second process has started
+    endless = ("train.max_steps=10000000", "train.ckpt_every=5", "train.eval_every=10000000")
+    first = start(train_cli(data_dir, *endless, f"hydra.run.dir={run_dir}"), tmp_path)
     wait_for(lambda: (run_dir / "checkpoint.pt").exists() or first.poll() is not None)
-    out = run(train_cli(data_dir, *LONG, "model.hidden_dim=8", f"hydra.run.dir={run_dir}"),
+    out = run(train_cli(data_dir, *endless, "model.hidden_dim=8", f"hydra.run.dir={run_dir}"),
               tmp_path, ok=False)
     _one_line_error(out, f"is being trained by pid {first.pid}")
     assert first.poll() is None, "the first run ended before the second was refused"

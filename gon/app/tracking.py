@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,8 +46,6 @@ def init_run(init_timeout: float | None = None, **kwargs: Any) -> Any:
     start fails (no network, a bad key, a W&B outage), one warning line and an offline run
     instead, and offline for the rest of this process. With an explicit `id`, the run resumes
     that id, and an older offline copy of it in the same dir is replaced."""
-    import shutil
-
     import wandb
 
     if run_id := kwargs.get("id"):
@@ -83,8 +82,6 @@ def gather_runs(sources: list[Path], wandb_dir: Path) -> int:
     """Hard-link (copy across file systems) the offline runs of the W&B dirs `sources` into
     `wandb_dir`, so that one `wandb leet` and one `wandb sync` reach them all; a run id seen
     again (a resumed run, an older copy) keeps its newest folder. Returns how many."""
-    import shutil
-
     newest = {p.name.rsplit("-", 1)[1]: p for p in sorted(
         (p for src in sources for p in offline_runs(src)), key=lambda p: p.name)}
     for run_id, src in newest.items():
@@ -96,9 +93,6 @@ def gather_runs(sources: list[Path], wandb_dir: Path) -> int:
 
 def _link(src: str, dst: str) -> None:
     """A hard link (no second copy on disk; DVC hashes it as the file it is), else a copy."""
-    import os
-    import shutil
-
     try:
         os.link(src, dst)
     except OSError:

@@ -18,7 +18,8 @@ Timings are only comparable within one run; say the machine's load (`uptime`).
 On real data (`--dataset mnist --data-dir <dir with prepared/mnist>`) `--baseline none` skips
 the baseline and the time budget: the targets there are step budgets (1,875 steps: two epochs
 at batch 64), and the validation curve (`--curve-every`) is printed against steps and CPU
-seconds next to the published anchor's points (ANCHORS).
+seconds next to the published anchor's points (ANCHORS). `--jobs N` trains N seeds at once,
+each in its own process (the five-epoch MNIST run: `--jobs 3 --threads 1`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -69,6 +72,9 @@ def main() -> None:
     p.add_argument("--candidate", action="append", help="Hydra overrides, space-separated "
                    "(repeatable); default: experiment=digits_best")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each in its own "
+                   "process (with --threads 1: one core each; the figures are the same as "
+                   "one after the other)")
     p.add_argument("--budget-s", type=float, default=None, help="a time budget given instead "
                    "of measured (skips the baseline; for scans, not for the targets)")
     p.add_argument("--curve-every", type=int, default=0, help="also score the validation "
@@ -90,16 +96,21 @@ def main() -> None:
     train, val, test = load_images(base_cfg, torch.device("cpu"))
     val = val[:base_cfg.eval.num_images]  # as training scores it
 
+    data = [*common, *([] if no_base else args.baseline.split())]  # the images' config
+
     def trials(overrides: str, seconds: float | None, steps: int = args.steps) -> list[dict]:
-        rows = []
-        for s in args.seeds:
-            wall = time.perf_counter()
-            rows.append(run_trial(config([*common, *overrides.split(), f"seed={s}"]), train,
-                                  test, steps,
-                                  seconds, val=val, curve_every=args.curve_every))
-            rows[-1]["wall_s"] = time.perf_counter() - wall  # start-up and scoring included
-            if "val_curve" in rows[-1]:
-                rows[-1]["val_fall_db"] = fall_after_first_quarter(rows[-1]["val_curve"])
+        jobs = [([*common, *overrides.split(), f"seed={s}"], steps, seconds) for s in args.seeds]
+        if args.jobs > 1:  # spawned: each process loads the images itself and sets its threads
+            with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(one_seed, *job, data, args.curve_every, args.threads)
+                           for job in jobs]
+                rows = [f.result() for f in futures]
+        else:
+            rows = [one_seed(*job, data, args.curve_every, 0, (train, val, test))
+                    for job in jobs]
+        for row in rows:
+            if "val_curve" in row:
+                row["val_fall_db"] = fall_after_first_quarter(row["val_curve"])
         return rows
 
     def line(name: str, rows: list[dict], key: str, target: bool = True) -> str:
@@ -140,7 +151,7 @@ def main() -> None:
             print(curve_text(figures[-1]["val_curve_mean"], ANCHORS.get(base_cfg.dataset.name)))
     if args.json:
         setup = {"dataset": base_cfg.dataset.name, "steps": args.steps, "seeds": args.seeds,
-                 "threads": torch.get_num_threads(),
+                 "threads": torch.get_num_threads(), "jobs": args.jobs,
                  "time_budget_cpu_s": None if budget is None else round(budget, 3),
                  "load_avg_1min_at_start": round(load, 2), "clock": "process CPU time"}
         args.json.write_text(json.dumps(
@@ -150,6 +161,25 @@ def main() -> None:
              "command": " ".join(["python", *sys.argv]), "setup": setup, "rows": figures,
              "anchor": ANCHORS.get(base_cfg.dataset.name)},
             indent=1) + "\n")
+
+
+def one_seed(overrides: list[str], steps: int, seconds: float | None, data: list[str],
+             curve_every: int, threads: int,
+             images: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """One seed's trial (run_trial's figures and its "wall_s": start-up and scoring included);
+    without ``images`` (a worker process) it loads them from ``data``'s config."""
+    if threads:
+        torch.set_num_threads(threads)
+    if images is None:
+        data_cfg = config(data)
+        train, val, test = load_images(data_cfg, torch.device("cpu"))
+        images = train, val[:data_cfg.eval.num_images], test
+    train, val, test = images
+    wall = time.perf_counter()
+    row = run_trial(config(overrides), train, test, steps, seconds, val=val,
+                    curve_every=curve_every)
+    row["wall_s"] = time.perf_counter() - wall
+    return row
 
 
 def fall_after_first_quarter(curve: list[dict]) -> float:

@@ -261,19 +261,30 @@ def test_quality_benchmark_without_baseline_on_a_named_dataset(data_dir: Path,
 
     root = Path(__file__).resolve().parents[1]
     tiny = "model.hidden_dim=8 model.latent_dim=4 train.batch_size=8"
-    out = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "quality.py"), "--steps", "8", "--seeds",
-         "0", "1", "--threads", "1", "--curve-every", "4", "--baseline", "none", "--dataset",
-         "digits", "--data-dir", str(data_dir), "--candidate", tiny,
-         "--json", str(tmp_path / "q.json")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    def quality(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(root / "benchmarks" / "quality.py"), "--steps", "8", "--seeds",
+             "0", "1", "--threads", "1", "--curve-every", "4", "--baseline", "none",
+             "--dataset", "digits", "--data-dir", str(data_dir), "--candidate", tiny, *extra],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    out = quality("--json", str(tmp_path / "q.json"))
     assert out.returncode == 0, out.stderr
+    # --jobs 2: the seeds in two processes at once, the same figures
+    par = quality("--jobs", "2", "--json", str(tmp_path / "q2.json"))
+    assert par.returncode == 0, par.stderr
+    (both,) = json.loads((tmp_path / "q2.json").read_text())["rows"]
+    assert json.loads((tmp_path / "q2.json").read_text())["setup"]["jobs"] == 2
     assert "baseline" not in out.stdout and "at_time" not in out.stdout
     assert "validation curve (mean of the seeds)" in out.stdout
     q = json.loads((tmp_path / "q.json").read_text())
     assert q["setup"]["time_budget_cpu_s"] is None and q["setup"]["dataset"] == "digits"
     (cand,) = q["rows"]
     assert cand["at_time"] is None and len(cand["at_steps"]["psnr"]) == 2
+    assert both["at_steps"]["psnr"] == cand["at_steps"]["psnr"] and len(both["wall_s"]) == 2
+    assert [[p["psnr"] for p in c] for c in both["val_curves"]] == \
+        [[p["psnr"] for p in c] for c in cand["val_curves"]]
     mean = cand["val_curve_mean"]
     assert [p["step"] for p in mean] == [4, 8]
     assert mean[1]["psnr"] == pytest.approx(

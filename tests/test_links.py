@@ -11,6 +11,7 @@ $ python -m pytest tests/test_links.py -q
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import optuna
@@ -120,6 +121,30 @@ def test_hyperband_is_set_from_the_curve() -> None:
         link.pruner_steps("hyperband", cfg, {}, ["train.max_steps"])
 
 
+def test_hyperband_says_how_many_trials_tpe_leaves_random(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """TPE models a trial from its own hyperband bracket only, so its random start-up is per
+    bracket (brackets counted as Optuna counts them): the sweep says how many trials stay
+    random, as a warning when all do; other pruners and samplers say nothing."""
+    for steps, brackets in (((250, 1500), 2), ((5, 45), 3), ((5, 30), 2), ((10, 10), 1)):
+        pruner = trial_link.make_pruner("hyperband", steps)
+        study = optuna.create_study(pruner=pruner)
+        trial = study.ask()
+        trial.report(1.0, steps[0])
+        trial.should_prune()  # Optuna counts its brackets here
+        assert trial_link.hyperband_brackets(steps) == pruner._n_brackets == brackets
+    tpe = optuna.samplers.TPESampler(n_startup_trials=8)
+    with caplog.at_level(logging.INFO, logger=link.log.name):
+        link.warn_random_start(tpe, "median", None, 16)
+        link.warn_random_start(optuna.samplers.RandomSampler(), "hyperband", (250, 1500), 16)
+        link.warn_random_start(tpe, "hyperband", (250, 1500), 16)
+        link.warn_random_start(tpe, "hyperband", (250, 1500), 48)
+    full, part = [r for r in caplog.records if r.name == link.log.name]
+    assert full.levelno == logging.WARNING and "16 of the 16 trials are random" in full.message
+    assert part.levelno == logging.INFO and "16 of the 48 trials are random" in part.message
+    assert tpe._n_startup_trials == 8  # left as configured
+
+
 @pytest.mark.slow
 def test_a_tpe_sweep_with_hyperband_prunes_at_its_rungs(tmp_path: Path, data_dir: Path) -> None:
     """30 steps, 6 curve points: rungs at 5 and 15 steps (min_resource 5, reduction factor
@@ -128,6 +153,7 @@ def test_a_tpe_sweep_with_hyperband_prunes_at_its_rungs(tmp_path: Path, data_dir
     args = [a for a in TPE if not a.startswith(("hydra.sweeper.pruner", "logger"))]
     out = run(train_cli(data_dir, f"hydra.sweep.dir={sweep_dir}", *args,
                         "hydra.sweeper.pruner=hyperband"), tmp_path)
+    assert "hyperband: 2 brackets; TPE draws its" in out  # how many trials stay random
     trials = _study(sweep_dir).trials
     assert len(trials) == 8 and {t.state for t in trials} == {
         TrialState.COMPLETE, TrialState.PRUNED}, out[-3000:]

@@ -13,6 +13,7 @@ Usage (job side):
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ def hyperband_steps(max_steps: int, curve_points: int) -> tuple[int, int]:
     """Hyperband's (min_resource, max_resource): the first curve point, where a trial can
     first be judged, and max_steps (e.g. 250, 1500 for 1500 steps and 6 curve points)."""
     return min(curve_steps(max_steps, curve_points)), max_steps
+
+
+def hyperband_brackets(steps: tuple[int, int]) -> int:
+    """How many brackets Optuna's HyperbandPruner makes of (min, max) training steps:
+    floor(log_3(max / min)) + 1, its own formula (2 for 250, 1500)."""
+    return math.floor(math.log(steps[1] / steps[0], REDUCTION_FACTOR)) + 1
 
 
 def journal_path(url: str) -> Path | None:

@@ -200,6 +200,7 @@ class ResumableSweep(OptunaSweeperImpl):
         cfg = self.config
         space, fixed, fixed_overrides, n_trials = self._search_space(arguments)
         self.pruner_steps = link.pruner_steps(self.pruner, cfg, fixed, space)
+        link.warn_random_start(self.sampler, self.pruner, self.pruner_steps, n_trials)
         directions = self._get_directions()
         metric = OmegaConf.select(cfg, "optimized_metric", default=None)
         chk.check_direction(metric, directions)

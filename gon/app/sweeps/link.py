@@ -58,6 +58,24 @@ def study_pruner(pruner: str | None, steps: tuple[int, int] | None
     return trial_link.make_pruner(pruner, steps)
 
 
+def warn_random_start(sampler: optuna.samplers.BaseSampler, pruner: str | None,
+                      steps: tuple[int, int] | None, n_trials: int) -> None:
+    """With hyperband, Optuna's TPE models a trial from its own bracket's trials only, so its
+    n_startup_trials random trials are drawn in every bracket: say how many of the sweep's
+    trials that leaves random (a warning when all of them are). Measured here (docs/
+    experiments.md#pruning-and-the-dashboards-curves), sharing them out over the brackets
+    ended worse, so the sampler is left as configured."""
+    if pruner != "hyperband" or steps is None or \
+            not isinstance(sampler, optuna.samplers.TPESampler):
+        return
+    brackets = trial_link.hyperband_brackets(steps)
+    random = min(n_trials, brackets * sampler._n_startup_trials)  # no public getter
+    (log.warning if random >= n_trials else log.info)(
+        "hyperband: %d brackets; TPE draws its %d random start-up trials in each, so %d of "
+        "the %d trials are random%s", brackets, sampler._n_startup_trials, random, n_trials,
+        ": raise hydra.sweeper.n_trials for TPE to model any" if random >= n_trials else "")
+
+
 def export(url: str, pruner: str | None, steps: tuple[int, int] | None) -> None:
     """Put the storage URL and the pruner (with its steps) in this process's environment,
     which the jobs it launches inherit (in-process, joblib workers, submitit and SLURM jobs

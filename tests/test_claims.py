@@ -307,3 +307,33 @@ def test_quality_curve_text_sets_the_anchor_beside_the_curve() -> None:
     text = quality.curve_text(curve, quality.ANCHORS["mnist"])
     assert "epoch 1 (937 steps) 12.9 dB" in text and "epoch 5" not in text  # up to the end
     assert "   1875     21.0  22.50" in text
+
+
+def test_selection_writes_the_validation_choice_from_its_runs(data_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """benchmarks/selection.py: each run's overrides, params, logged validation PSNR by step and
+    at the end, from the run dirs alone; the rule given is kept."""
+    import subprocess
+    import sys
+
+    from helpers import run, train_cli
+
+    root = Path(__file__).resolve().parents[1]
+    for width in (8, 16):
+        run(train_cli(data_dir, f"model.hidden_dim={width}", "train.max_steps=6",
+                      "train.eval_every=3", f"hydra.run.dir={tmp_path / f'h{width}'}"), tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "selection.py"), str(tmp_path / "h8"),
+         str(tmp_path / "h16"), "--title", "widths", "--rule", "the wider if >= 1 dB better",
+         "--json", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    sel = json.loads((tmp_path / "s.json").read_text())
+    assert sel["setup"]["rule"] == "the wider if >= 1 dB better"
+    h8, h16 = sel["rows"]
+    assert "model.hidden_dim=8" in h8["config"] and h16["params"] > h8["params"] > 0
+    metrics = json.loads((tmp_path / "h16" / "metrics.json").read_text())
+    assert h16["val_psnr_end"] == round(metrics["val/psnr"], 3) and h16["step"] == 6
+    points = [point.split(": ") for point in h16["val_psnr_by_step"].split(", ")]
+    assert [int(step) for step, _ in points] == [1, 2, 3, 4, 5, 6]  # eval_every 3, 6 points
+    assert float(points[-1][1]) == pytest.approx(metrics["val/psnr"], abs=0.005)
+    assert h16["diverged"] is False and "h16" in out.stdout

@@ -80,11 +80,21 @@ def main() -> None:
     p.add_argument("--curve-every", type=int, default=0, help="also score the validation "
                    "split every N steps (the curve, and its largest fall after its first "
                    "quarter)")
+    p.add_argument("--target", action="append", default=[], metavar="STEPS:DB", help="say "
+                   "whether the candidates' mean test PSNR at STEPS (<= --steps: an earlier one "
+                   "is scored on the way) meets DB (repeatable: 1875:23 --target 4685:26)")
     p.add_argument("--target-db", type=float, default=None, help="say whether the mean test "
                    "PSNR at --steps meets this")
     p.add_argument("--json", type=Path, default=None, help="also write the figures there "
                    "(benchmarks/results/quality-*.json: docs/results.md is drawn from it)")
     args = p.parse_args()
+    targets = {int(t.split(":")[0]): float(t.split(":")[1]) for t in args.target}
+    if args.target_db is not None:
+        targets[args.steps] = args.target_db
+    if late := [n for n in targets if n > args.steps]:
+        p.error(f"--target at {late} steps: past --steps {args.steps}")
+    score_at = tuple(sorted(n for n in targets if n < args.steps))  # also scored on the way
+    extra = [f"at_{n}_steps" for n in score_at]
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
@@ -98,8 +108,10 @@ def main() -> None:
 
     data = [*common, *([] if no_base else args.baseline.split())]  # the images' config
 
-    def trials(overrides: str, seconds: float | None, steps: int = args.steps) -> list[dict]:
-        jobs = [([*common, *overrides.split(), f"seed={s}"], steps, seconds) for s in args.seeds]
+    def trials(overrides: str, seconds: float | None, steps: int = args.steps,
+               at: tuple[int, ...] = ()) -> list[dict]:
+        jobs = [([*common, *overrides.split(), f"seed={s}"], steps, seconds, at)
+                for s in args.seeds]
         if args.jobs > 1:  # spawned: each process loads the images itself and sets its threads
             with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
                 futures = [pool.submit(one_seed, *job, data, args.curve_every, args.threads)
@@ -126,10 +138,15 @@ def main() -> None:
                 f"params {rows[0]['params']}  path {rows[0]['path']}"
                 + (f"  val curve falls {', '.join(f'{f:.2f}' for f in falls)} dB"
                    if falls else "")
-                + ("" if args.target_db is None or key != "at_steps" or not target else
-                   f"\n  target {args.target_db:g} dB at {steps:.0f} steps: "
-                   f"{'met' if statistics.mean(psnr) >= args.target_db else 'NOT met'} by "
+                + ("" if (db := targets.get(budget_steps(key))) is None or not target else
+                   f"\n  target {db:g} dB at {steps:.0f} steps: "
+                   f"{'met' if statistics.mean(psnr) >= db else 'NOT met'} by "
                    f"the mean of {len(psnr)} seeds"))
+
+    def budget_steps(key: str) -> int | None:
+        """The step budget a row key names: at_steps -> --steps, at_<n>_steps -> n."""
+        return args.steps if key == "at_steps" else (
+            int(key[3:-6]) if key.endswith("_steps") else None)
 
     budget = args.budget_s
     figures = []
@@ -141,16 +158,16 @@ def main() -> None:
         print(f"time budget: {budget:.2f} s of training (the baseline's {base_steps} steps)")
         figures.append(summary(args.baseline, "baseline", base, ("at_steps",)))
     for cand in args.candidate or ["experiment=digits_best"]:
-        rows = trials(cand, budget)
-        print(line(cand, rows, "at_steps"))
-        if budget is not None:
-            print(line(cand, rows, "at_time"))
-        figures.append(summary(cand, "candidate", rows,
-                               ("at_steps", "at_time") if budget is not None else ("at_steps",)))
+        rows = trials(cand, budget, at=score_at)
+        keys = (*extra, "at_steps", *(("at_time",) if budget is not None else ()))
+        for key in keys:
+            print(line(cand, rows, key))
+        figures.append(summary(cand, "candidate", rows, keys))
         if figures[-1].get("val_curve_mean"):
             print(curve_text(figures[-1]["val_curve_mean"], ANCHORS.get(base_cfg.dataset.name)))
     if args.json:
         setup = {"dataset": base_cfg.dataset.name, "steps": args.steps, "seeds": args.seeds,
+                 "targets_db": {str(n): db for n, db in sorted(targets.items())},
                  "threads": torch.get_num_threads(), "jobs": args.jobs,
                  "time_budget_cpu_s": None if budget is None else round(budget, 3),
                  "load_avg_1min_at_start": round(load, 2), "clock": "process CPU time"}
@@ -163,7 +180,8 @@ def main() -> None:
             indent=1) + "\n")
 
 
-def one_seed(overrides: list[str], steps: int, seconds: float | None, data: list[str],
+def one_seed(overrides: list[str], steps: int, seconds: float | None, score_at: tuple[int, ...],
+             data: list[str],
              curve_every: int, threads: int,
              images: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict:
     """One seed's trial (run_trial's figures and its "wall_s": start-up and scoring included);
@@ -177,7 +195,7 @@ def one_seed(overrides: list[str], steps: int, seconds: float | None, data: list
     train, val, test = images
     wall = time.perf_counter()
     row = run_trial(config(overrides), train, test, steps, seconds, val=val,
-                    curve_every=curve_every)
+                    curve_every=curve_every, score_at=score_at)
     row["wall_s"] = time.perf_counter() - wall
     return row
 

@@ -266,7 +266,8 @@ def test_quality_benchmark_without_baseline_on_a_named_dataset(data_dir: Path,
         return subprocess.run(
             [sys.executable, str(root / "benchmarks" / "quality.py"), "--steps", "8", "--seeds",
              "0", "1", "--threads", "1", "--curve-every", "4", "--baseline", "none",
-             "--dataset", "digits", "--data-dir", str(data_dir), "--candidate", tiny, *extra],
+             "--dataset", "digits", "--data-dir", str(data_dir), "--candidate", tiny,
+             "--target", "4:0", *extra],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
     out = quality("--json", str(tmp_path / "q.json"))
@@ -278,10 +279,13 @@ def test_quality_benchmark_without_baseline_on_a_named_dataset(data_dir: Path,
     assert json.loads((tmp_path / "q2.json").read_text())["setup"]["jobs"] == 2
     assert "baseline" not in out.stdout and "at_time" not in out.stdout
     assert "validation curve (mean of the seeds)" in out.stdout
+    assert "target 0 dB at 4 steps: met by the mean of 2 seeds" in out.stdout  # on the way
     q = json.loads((tmp_path / "q.json").read_text())
     assert q["setup"]["time_budget_cpu_s"] is None and q["setup"]["dataset"] == "digits"
     (cand,) = q["rows"]
     assert cand["at_time"] is None and len(cand["at_steps"]["psnr"]) == 2
+    assert cand["at_4_steps"]["steps_mean"] == 4 and len(cand["at_4_steps"]["psnr"]) == 2
+    assert q["setup"]["targets_db"] == {"4": 0.0}
     assert both["at_steps"]["psnr"] == cand["at_steps"]["psnr"] and len(both["wall_s"]) == 2
     assert [[p["psnr"] for p in c] for c in both["val_curves"]] == \
         [[p["psnr"] for p in c] for c in cand["val_curves"]]

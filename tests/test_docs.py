@@ -44,7 +44,10 @@ def test_results_page_draws_every_json_with_its_source(tmp_path: Path) -> None:
                "rows": [{"config": "block=modulated", "role": "baseline", "params": 12,
                          "at_steps": {"psnr": [20.0, 22.0], "psnr_mean": 21.0,
                                       "ci95": [8.29, 33.7], "steps_mean": 7.0,
-                                      "seconds_mean": 0.5}, "at_time": None}]}
+                                      "seconds_mean": 0.5}, "at_time": None,
+                         "at_3_steps": {"psnr": [18.0, 19.0], "psnr_mean": 18.5,
+                                        "ci95": [12.1, 24.9], "steps_mean": 3.0,
+                                        "seconds_mean": 0.2}}]}
     (bench / "quality-x.json").write_text(json.dumps(quality))
     odd = {"title": "Odd bench", "setup": "one machine", "rows": [{"a": 1.23456, "b": "x|y"}],
            "nested": {"deep": {"value": 0.000123456}}, "list": [1, 2]}
@@ -53,6 +56,7 @@ def test_results_page_draws_every_json_with_its_source(tmp_path: Path) -> None:
     for needle in ("## Claims (claims-x)", "Source: `benchmarks/results/claims-x.json`; digits",
                    claims["entries"][0]["id"], "Source: `benchmarks/results/quality-x.json`; "
                    "dataset: digits; steps: 7", "21 [8.29, 33.7]", "## Odd bench",
+                   "| at 3 steps | 18.5 [12.1, 24.9] |",
                    "Source: `benchmarks/results/zz-odd.json`; one machine.", "| 1.235 | x\\|y |",
                    "| `nested.deep.value` | 0.0001235 |", "| `list` | 1, 2 |",
                    "- [Odd bench](#odd-bench)"):

@@ -129,7 +129,9 @@ def render_quality(data: dict[str, Any], path: Path) -> list[str]:
     """benchmarks/quality.py --json: test PSNR at the step budget and at the baseline's time."""
     rows = []
     for r in data["rows"]:
-        for at in ("at_steps", "at_time"):
+        earlier = sorted((k for k in r if k.startswith("at_") and k.endswith("_steps")
+                          and k != "at_steps"), key=lambda k: int(k[3:-6]))
+        for at in (*earlier, "at_steps", "at_time"):  # quality.py --target: earlier budgets
             a = r.get(at)
             if a:
                 rows.append([f"`{r['config']}`", r["role"], at.replace("_", " "),

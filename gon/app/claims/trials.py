@@ -63,6 +63,7 @@ def run_trial(
     probe: Callable[[GON, torch.Tensor], dict[str, Any]] | None = None,
     val: torch.Tensor | None = None,
     curve_every: int = 0,
+    score_at: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Train cfg's model from seed cfg.seed on ``train`` (N, H, W, C); score ``test`` after
     ``steps`` steps ("at_steps") and after ``seconds`` of training time ("at_time", when
@@ -71,7 +72,8 @@ def run_trial(
     PSNRs); a non-finite loss ends the trial, its budgets not reached scored nan.
     ``probe(model, coords)``, if given, measures the trained model at the end (merged in).
     With ``val`` images and ``curve_every`` > 0: "val_curve", the validation PSNR every
-    ``curve_every`` steps up to ``steps`` ({step, seconds, psnr}; the clock stops meanwhile)."""
+    ``curve_every`` steps up to ``steps`` ({step, seconds, psnr}; the clock stops meanwhile).
+    ``score_at``: earlier steps at which the test split is also scored ("at_<n>_steps")."""
     validate_config(cfg)
     seed_all(cfg.seed)
     n, h, w, c = train.shape
@@ -81,7 +83,8 @@ def run_trial(
     b = cfg.train.batch_size
     out: dict[str, Any] = {"params": count_params(model), "path": step_fn.path}
     step, clock, seen, psnrs = 0, 0.0, [], []  # seen: the training losses so far
-    budgets = ["at_steps"] + (["at_time"] if seconds is not None else [])
+    budgets = ["at_steps"] + (["at_time"] if seconds is not None else []) + [
+        f"at_{n}_steps" for n in score_at if n < steps]
     trained = train_steps(model, opt, step_fn, train, b, cfg.seed,  # lr schedule over `steps`
                           schedule=cfg.train.lr_schedule, horizon=steps)
     while step < steps or (seconds is not None and clock < seconds):
@@ -100,7 +103,8 @@ def run_trial(
                 step % curve_every == 0 or step == steps):
             out.setdefault("val_curve", []).append(
                 {"step": step, "seconds": clock, "psnr": score(model, coords, val, b)["psnr"]})
-        for key, reached in (("at_steps", step >= steps),
+        for key, reached in (*((f"at_{n}_steps", step == n) for n in score_at if n < steps),
+                             ("at_steps", step >= steps),
                              ("at_time", seconds is not None and clock >= seconds)):
             if reached and key not in out:
                 out[key] = {"step": step, "seconds": clock, **score(model, coords, test, b)}

@@ -8,8 +8,9 @@ it diverged; with the rule the choice followed, stated before the runs ended.
         --rule "h96 if its final validation PSNR >= 26.5 dB, else h128" \\
         --json benchmarks/results/selection-mnist-5epochs.json
 
-Reads <run>/.hydra/overrides.yaml, <run>/metrics.json and <run>/train.log (its "step N: ..."
-evaluation lines and its "N params" line); the test split is never read.
+Reads <run>/.hydra/overrides.yaml, <run>/metrics.json (absent: the run was stopped before its
+end, "finished": false) and <run>/train.log (its "step N: ..." evaluation lines and its "N params"
+line); the test split is never read.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ PARAMS = re.compile(r" (\d+) params$", re.M)
 def run_row(run: Path) -> dict:
     """One run's row: overrides, params, its logged validation curve, end, divergence."""
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
+    done = (run / "metrics.json").exists()  # a run stopped early has its log only
+    metrics = json.loads((run / "metrics.json").read_text()) if done else {}
     log = (run / "train.log").read_text()
     curve = {int(s): round(float(p), 3) for s, p in STEP.findall(log)}
     params = PARAMS.search(log)
     return {"run": run.name, "config": " ".join(overrides),
-            "params": int(params.group(1)) if params else None,
-            "val_psnr_end": round(metrics["val/psnr"], 3), "step": metrics["step"],
+            "params": int(params.group(1)) if params else None, "finished": done,
+            "val_psnr_end": round(metrics["val/psnr"], 3) if done else None,
+            "step": metrics["step"] if done else max(curve, default=0),
             "diverged": bool(metrics.get("diverged")),
             "val_psnr_by_step": ", ".join(f"{s}: {p:.2f}" for s, p in sorted(curve.items()))}
 
@@ -52,8 +55,9 @@ def main() -> None:
         "split": "validation (held out of the train split; the first eval.num_images scored)",
         "rule": a.rule}, "rows": rows}, indent=1) + "\n")
     for r in rows:
-        print(f"{r['run']:<12s} {r['params']:>8} params  val PSNR at the end "
-              f"{r['val_psnr_end']:6.2f} dB (step {r['step']})"
+        end = (f"val PSNR at the end {r['val_psnr_end']:6.2f} dB" if r["finished"] else
+               "stopped before its end, last logged")
+        print(f"{r['run']:<12s} {r['params']:>8} params  {end} (step {r['step']})"
               f"{'  DIVERGED' if r['diverged'] else ''}")
 
 

@@ -340,4 +340,10 @@ def test_selection_writes_the_validation_choice_from_its_runs(data_dir: Path,
     points = [point.split(": ") for point in h16["val_psnr_by_step"].split(", ")]
     assert [int(step) for step, _ in points] == [1, 2, 3, 4, 5, 6]  # eval_every 3, 6 points
     assert float(points[-1][1]) == pytest.approx(metrics["val/psnr"], abs=0.005)
-    assert h16["diverged"] is False and "h16" in out.stdout
+    assert h16["diverged"] is False and h16["finished"] and "h16" in out.stdout
+    (tmp_path / "h8" / "metrics.json").unlink()  # as if stopped before its end
+    subprocess.run([sys.executable, str(root / "benchmarks" / "selection.py"),
+                    str(tmp_path / "h8"), "--title", "t", "--rule", "r", "--json",
+                    str(tmp_path / "s.json")], check=True, capture_output=True, timeout=120)
+    (h8,) = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert not h8["finished"] and h8["val_psnr_end"] is None and h8["step"] == 6

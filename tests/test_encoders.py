@@ -47,6 +47,10 @@ def test_anchor_parameter_counts() -> None:
     mnist = compose_config(["experiment=mnist_best"])  # the recipe's stated count, on MNIST
     assert mnist.dataset.name == "mnist"
     assert count_params(build_model(mnist, channels=1, image_size=(28, 28))) == 17_025
+    five = compose_config(["experiment=mnist_5epochs"])  # mnist_best, wider, for 5 epochs
+    assert five.dataset.name == "mnist" and five.train.max_steps == 4685
+    assert five.model.latent_updates == mnist.model.latent_updates == 3
+    assert count_params(build_model(five, channels=1, image_size=(28, 28))) == 31_585
 
 
 def test_autoencoder_latent_ignores_its_batch_and_trains_on_autograd_only() -> None:

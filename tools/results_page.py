@@ -58,10 +58,14 @@ def source_line(path: Path, setup: str) -> str:
 
 
 def setup_text(setup: Any) -> str:
-    """A JSON "setup": a string as is, an object as `key: value` pairs of its scalars and lists."""
+    """A JSON "setup": a string as is, an object as `key: value` pairs of its scalars and lists
+    (and of its flat objects, as `key: k v, k v`)."""
     if isinstance(setup, dict):
-        return "; ".join(f"{k}: {fmt(v, 4)}" for k, v in setup.items()
-                         if not isinstance(v, dict))
+        return "; ".join(
+            f"{k}: " + (", ".join(f"{a} {fmt(b, 4)}" for a, b in v.items())
+                        if isinstance(v, dict) else fmt(v, 4))
+            for k, v in setup.items()
+            if not isinstance(v, dict) or not any(isinstance(b, (dict, list)) for b in v.values()))
     return "" if setup is None else str(setup)
 
 
@@ -137,7 +141,7 @@ def render_quality(data: dict[str, Any], path: Path) -> list[str]:
                 rows.append([f"`{r['config']}`", r["role"], at.replace("_", " "),
                              f"{fmt(a['psnr_mean'], 4)} [{fmt(a['ci95'][0], 4)}, "
                              f"{fmt(a['ci95'][1], 4)}]", fmt(a["psnr"], 4),
-                             fmt(a["steps_mean"], 4), fmt(a["seconds_mean"], 3), r["params"],
+                             fmt(a["steps_mean"], 4), fmt(a["seconds_mean"], 4), r["params"],
                              fmt(r["val_fall_db"], 3) if r.get("val_fall_db") and
                              at == "at_steps" else ""])
     return [source_line(path, setup_text(data.get("setup"))), "",

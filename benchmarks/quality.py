@@ -94,7 +94,7 @@ def main() -> None:
     if late := [n for n in targets if n > args.steps]:
         p.error(f"--target at {late} steps: past --steps {args.steps}")
     score_at = tuple(sorted(n for n in targets if n < args.steps))  # also scored on the way
-    extra = [f"at_{n}_steps" for n in score_at]
+    budget_steps = {f"at_{n}_steps": n for n in score_at} | {"at_steps": args.steps}
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
@@ -102,11 +102,9 @@ def main() -> None:
     common = ([f"dataset={args.dataset}"] if args.dataset else []) + (
         [f"paths.data_dir={args.data_dir}"] if args.data_dir else [])
     no_base = args.baseline == "none"
-    base_cfg = config([*common, *([] if no_base else args.baseline.split())])
-    train, val, test = load_images(base_cfg, torch.device("cpu"))
-    val = val[:base_cfg.eval.num_images]  # as training scores it
-
     data = [*common, *([] if no_base else args.baseline.split())]  # the images' config
+    base_cfg = config(data)
+    images = None if args.jobs > 1 else split_images(base_cfg)  # workers load their own
 
     def trials(overrides: str, seconds: float | None, steps: int = args.steps,
                at: tuple[int, ...] = ()) -> list[dict]:
@@ -118,8 +116,7 @@ def main() -> None:
                            for job in jobs]
                 rows = [f.result() for f in futures]
         else:
-            rows = [one_seed(*job, data, args.curve_every, 0, (train, val, test))
-                    for job in jobs]
+            rows = [one_seed(*job, data, args.curve_every, 0, images) for job in jobs]
         for row in rows:
             if "val_curve" in row:
                 row["val_fall_db"] = fall_after_first_quarter(row["val_curve"])
@@ -138,15 +135,10 @@ def main() -> None:
                 f"params {rows[0]['params']}  path {rows[0]['path']}"
                 + (f"  val curve falls {', '.join(f'{f:.2f}' for f in falls)} dB"
                    if falls else "")
-                + ("" if (db := targets.get(budget_steps(key))) is None or not target else
+                + ("" if (db := targets.get(budget_steps.get(key))) is None or not target else
                    f"\n  target {db:g} dB at {steps:.0f} steps: "
                    f"{'met' if statistics.mean(psnr) >= db else 'NOT met'} by "
                    f"the mean of {len(psnr)} seeds"))
-
-    def budget_steps(key: str) -> int | None:
-        """The step budget a row key names: at_steps -> --steps, at_<n>_steps -> n."""
-        return args.steps if key == "at_steps" else (
-            int(key[3:-6]) if key.endswith("_steps") else None)
 
     budget = args.budget_s
     figures = []
@@ -159,7 +151,7 @@ def main() -> None:
         figures.append(summary(args.baseline, "baseline", base, ("at_steps",)))
     for cand in args.candidate or ["experiment=digits_best"]:
         rows = trials(cand, budget, at=score_at)
-        keys = (*extra, "at_steps", *(("at_time",) if budget is not None else ()))
+        keys = (*budget_steps, *(("at_time",) if budget is not None else ()))
         for key in keys:
             print(line(cand, rows, key))
         figures.append(summary(cand, "candidate", rows, keys))
@@ -185,19 +177,23 @@ def one_seed(overrides: list[str], steps: int, seconds: float | None, score_at: 
              curve_every: int, threads: int,
              images: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict:
     """One seed's trial (run_trial's figures and its "wall_s": start-up and scoring included);
-    without ``images`` (a worker process) it loads them from ``data``'s config."""
+    without ``images`` (train, val, test: a worker process) it loads them from ``data``'s
+    config."""
     if threads:
         torch.set_num_threads(threads)
-    if images is None:
-        data_cfg = config(data)
-        train, val, test = load_images(data_cfg, torch.device("cpu"))
-        images = train, val[:data_cfg.eval.num_images], test
-    train, val, test = images
+    train, val, test = images or split_images(config(data))
     wall = time.perf_counter()
     row = run_trial(config(overrides), train, test, steps, seconds, val=val,
                     curve_every=curve_every, score_at=score_at)
     row["wall_s"] = time.perf_counter() - wall
     return row
+
+
+def split_images(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cfg's train, validation (its first eval.num_images, as training scores it) and test
+    images, on the CPU."""
+    train, val, test = load_images(cfg, torch.device("cpu"))
+    return train, val[:cfg.eval.num_images], test
 
 
 def fall_after_first_quarter(curve: list[dict]) -> float:

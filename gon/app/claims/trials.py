@@ -83,8 +83,8 @@ def run_trial(
     b = cfg.train.batch_size
     out: dict[str, Any] = {"params": count_params(model), "path": step_fn.path}
     step, clock, seen, psnrs = 0, 0.0, [], []  # seen: the training losses so far
-    budgets = ["at_steps"] + (["at_time"] if seconds is not None else []) + [
-        f"at_{n}_steps" for n in score_at if n < steps]
+    early = {f"at_{n}_steps": n for n in score_at if n < steps}  # key -> its step
+    budgets = ["at_steps"] + (["at_time"] if seconds is not None else []) + list(early)
     trained = train_steps(model, opt, step_fn, train, b, cfg.seed,  # lr schedule over `steps`
                           schedule=cfg.train.lr_schedule, horizon=steps)
     while step < steps or (seconds is not None and clock < seconds):
@@ -103,7 +103,7 @@ def run_trial(
                 step % curve_every == 0 or step == steps):
             out.setdefault("val_curve", []).append(
                 {"step": step, "seconds": clock, "psnr": score(model, coords, val, b)["psnr"]})
-        for key, reached in (*((f"at_{n}_steps", step == n) for n in score_at if n < steps),
+        for key, reached in (*((key, step == n) for key, n in early.items()),
                              ("at_steps", step >= steps),
                              ("at_time", seconds is not None and clock >= seconds)):
             if reached and key not in out:
